@@ -1,0 +1,57 @@
+# The two front-door commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint format migrate messages worker beat clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+messages: install
+	$(BIN)/python manage.py compile_catalogues
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+## Serve the demo on http://127.0.0.1:$(PORT) (SQLite, in-process tasks, console e-mail
+## unless DATABASE_URL / CELERY_BROKER_URL / EMAIL_URL say otherwise).
+run: export DEBUG ?= 1
+run: install messages migrate
+	$(BIN)/python manage.py seed_demo
+	@if [ -n "$$DATABASE_URL" ] && [ -n "$$CELERY_BROKER_URL" ]; then \
+		PORT=$(PORT) $(BIN)/honcho start -f Procfile.dev; \
+	else \
+		$(BIN)/python manage.py runserver 127.0.0.1:$(PORT); \
+	fi
+
+## Run the whole suite. Integration tests need DATABASE_URL (PostgreSQL) and
+## CELERY_BROKER_URL (Redis); without them they are reported as skipped.
+test: install messages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+worker: install
+	$(BIN)/celery -A config worker -Q default,execution,notifications --loglevel INFO
+
+beat: install
+	$(BIN)/celery -A config beat --loglevel INFO --schedule var/celerybeat-schedule
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

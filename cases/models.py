@@ -1,0 +1,700 @@
+"""Unbinding cases: the case and its state machine, documents, audit events,
+the notification outbox and the execution steps.
+
+State rules live here as django-fsm transitions; the use cases that save,
+record events and dispatch side effects live in ``cases.services``.
+"""
+
+import hashlib
+import secrets
+import uuid
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import FSMField, transition
+
+from cases import roles
+from terminals.models import Merchant, SettlementBatch, Terminal
+
+
+class CaseState(models.TextChoices):
+    # Filed; waiting for the merchant to enter the code e-mailed to the contact on file.
+    PENDING_VERIFICATION = (
+        "pending_verification",
+        _("Waiting for identity verification"),
+    )
+    # Identity verified; in the review queue, not yet taken by a reviewer.
+    SUBMITTED = "submitted", _("Submitted")
+    # A reviewer is checking the documents.
+    IN_REVIEW = "in_review", _("In review")
+    # The reviewer asked the merchant for more information or documents.
+    INFO_REQUESTED = "info_requested", _("Information requested")
+    # Recommended by a reviewer; waiting for an approver (a different person).
+    AWAITING_APPROVAL = "awaiting_approval", _("Awaiting approval")
+    # Approved; queued for execution in the background.
+    APPROVED = "approved", _("Approved")
+    # A worker is carrying out the unbinding steps.
+    EXECUTING = "executing", _("Executing")
+    # Every step done; the terminals are unbound.
+    COMPLETED = "completed", _("Completed")
+    # A step failed; operations can retry after fixing the cause.
+    FAILED = "failed", _("Failed")
+    # Refused by staff, with a reason.
+    REJECTED = "rejected", _("Rejected")
+    # Withdrawn by the merchant before approval.
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+    # The identity code was never entered in time.
+    EXPIRED = "expired", _("Expired")
+
+
+# States in which the merchant can still withdraw.
+WITHDRAWABLE_STATES = [
+    CaseState.PENDING_VERIFICATION,
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.INFO_REQUESTED,
+    CaseState.AWAITING_APPROVAL,
+]
+# States after which nothing more happens to the case.
+CLOSED_STATES = [
+    CaseState.COMPLETED,
+    CaseState.REJECTED,
+    CaseState.WITHDRAWN,
+    CaseState.EXPIRED,
+]
+
+
+class Reason(models.TextChoices):
+    BUSINESS_CHANGE = "business_change", _("Business change (业务调整)")
+    DEVICE_REPLACEMENT = "device_replacement", _("Device replacement (设备更换)")
+    LEGAL_COMPLIANCE = "legal_compliance", _("Legal compliance (法律合规)")
+    DATA_MIGRATION = "data_migration", _("Data migration (数据迁移)")
+    CUSTOMER_REQUEST = "customer_request", _("Customer request (客户要求)")
+    OTHER = "other", _("Other")
+
+
+def hash_secret(value: str) -> str:
+    """Hash a token or code for storage (SHA-256 of the value and SECRET_KEY)."""
+    return hashlib.sha256(f"{settings.SECRET_KEY}:{value}".encode()).hexdigest()
+
+
+def new_token() -> str:
+    """Return a fresh tracking token: 192 bits from the OS's CSPRNG."""
+    return secrets.token_urlsafe(24)
+
+
+def _is_approver(instance: "Case", user) -> bool:
+    return roles.user_in_group(user, roles.APPROVER)
+
+
+def _is_operations(instance: "Case", user) -> bool:
+    return roles.user_in_group(user, roles.OPERATIONS)
+
+
+def _is_reviewer(instance: "Case", user) -> bool:
+    return roles.user_in_group(user, roles.REVIEWER)
+
+
+def _is_reviewer_or_approver(instance: "Case", user) -> bool:
+    return _is_reviewer(instance, user) or _is_approver(instance, user)
+
+
+class CaseQuerySet(models.QuerySet):
+    def open(self) -> "CaseQuerySet":
+        """Cases that are not closed (completed, rejected, withdrawn, expired)."""
+        return self.exclude(state__in=CLOSED_STATES)
+
+    def overdue(self, *, now=None) -> "CaseQuerySet":
+        """Cases waiting on staff past their review due date."""
+        now = now or timezone.now()
+        return self.filter(
+            state__in=[
+                CaseState.SUBMITTED,
+                CaseState.IN_REVIEW,
+                CaseState.AWAITING_APPROVAL,
+            ],
+            review_due_at__lt=now,
+        )
+
+    def by_token(self, token: str) -> "CaseQuerySet":
+        return self.filter(token_hash=hash_secret(token or ""))
+
+
+class Case(models.Model):
+    """A merchant's request to unbind one or more POS terminals."""
+
+    reference = models.CharField(
+        _("reference"), max_length=20, unique=True, null=True, blank=True
+    )
+    token_hash = models.CharField(_("tracking token hash"), max_length=64, unique=True)
+    state = FSMField(
+        _("state"),
+        max_length=32,
+        choices=CaseState.choices,
+        default=CaseState.PENDING_VERIFICATION,
+        protected=True,
+    )
+
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.PROTECT,
+        related_name="cases",
+    )
+    # What the applicant typed, kept as filed.
+    uscc = models.CharField(_("unified social credit code"), max_length=18)
+    legal_rep_name = models.CharField(_("legal representative"), max_length=100)
+    applicant_name = models.CharField(_("applicant"), max_length=100)
+    applicant_is_legal_rep = models.BooleanField(
+        _("applicant is the legal representative"), default=True
+    )
+    applicant_phone = models.CharField(_("applicant mobile"), max_length=11)
+    applicant_email = models.EmailField(_("applicant e-mail"))
+    reason = models.CharField(_("reason"), max_length=32, choices=Reason.choices)
+    reason_detail = models.TextField(_("reason in detail"), blank=True)
+    close_account = models.BooleanField(_("close the merchant account"), default=False)
+    replacement_terminal = models.ForeignKey(
+        Terminal,
+        verbose_name=_("replacement device"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="replacement_cases",
+    )
+    language = models.CharField(
+        _("language"), max_length=10, default="zh-hans", choices=settings.LANGUAGES
+    )
+    client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    # Key of the form instance that created the case: a repeated POST of the
+    # same form finds this case instead of creating a second one.
+    submission_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+
+    # Identity verification (the code itself is never stored).
+    code_hash = models.CharField(max_length=64, blank=True)
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+    code_attempts = models.PositiveSmallIntegerField(default=0)
+    code_sent_at = models.DateTimeField(null=True, blank=True)
+
+    # Review.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("assigned to"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_cases",
+    )
+    recommended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("recommended by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="recommended_cases",
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("approved by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="approved_cases",
+    )
+    fees_statement = models.TextField(
+        _("fees stated to the merchant"),
+        blank=True,
+        help_text=_("Any fees the unbinding will cost (可能产生的费用)."),
+    )
+    decision_note = models.TextField(_("decision note"), blank=True)
+
+    # Execution.
+    settlement_batch = models.ForeignKey(
+        SettlementBatch,
+        verbose_name=_("settlement batch"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="cases",
+    )
+    settlement_total = models.DecimalField(
+        _("settlement total"), max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    failure_step = models.CharField(_("failed step"), max_length=32, blank=True)
+    failure_reason = models.TextField(_("failure reason"), blank=True)
+
+    # Timeline.
+    created_at = models.DateTimeField(_("filed at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    submitted_at = models.DateTimeField(_("submitted at"), null=True, blank=True)
+    review_due_at = models.DateTimeField(_("review due"), null=True, blank=True)
+    approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
+    info_requested_at = models.DateTimeField(null=True, blank=True)
+    info_reminded_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    execution_queued_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CaseQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("case")
+        verbose_name_plural = _("cases")
+        ordering = ["review_due_at", "pk"]
+        indexes = [
+            models.Index(fields=["state", "review_due_at"], name="case_state_due"),
+            models.Index(fields=["review_due_at", "id"], name="case_due_id"),
+            models.Index(fields=["assigned_to", "state"], name="case_assigned_state"),
+            models.Index(fields=["reason", "review_due_at"], name="case_reason_due"),
+            models.Index(
+                fields=["merchant", "created_at"], name="case_merchant_created"
+            ),
+            models.Index(fields=["closed_at"], name="case_closed_at"),
+        ]
+        permissions = [
+            ("review_case", _("Can review cases")),
+            ("approve_case", _("Can approve cases")),
+            ("retry_case", _("Can retry failed cases")),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference or f"#{self.pk}"
+
+    # --- predicates -----------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.state not in CLOSED_STATES
+
+    @property
+    def is_withdrawable(self) -> bool:
+        return self.state in WITHDRAWABLE_STATES
+
+    @property
+    def is_overdue(self) -> bool:
+        return (
+            self.state
+            in (CaseState.SUBMITTED, CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL)
+            and self.review_due_at is not None
+            and self.review_due_at < timezone.now()
+        )
+
+    def required_document_kinds(self) -> list[str]:
+        """Return the document kinds DOMAIN.md requires for this case's options."""
+        return required_document_kinds(
+            close_account=self.close_account,
+            replacement=self.replacement_terminal_id is not None,
+            applicant_is_legal_rep=self.applicant_is_legal_rep,
+        )
+
+    def required_documents_accepted(self) -> bool:
+        """Tell whether every required kind has an accepted document and none is pending or rejected."""
+        docs = [d for d in self.documents.all() if d.kind != Document.Kind.DATA_EXPORT]
+        accepted = {
+            d.kind for d in docs if d.review_status == Document.ReviewStatus.ACCEPTED
+        }
+        if not set(self.required_document_kinds()) <= accepted:
+            return False
+        return all(d.review_status != Document.ReviewStatus.PENDING for d in docs)
+
+    # --- transitions (rules only; see cases.services for the use cases) --------
+
+    @transition(
+        field=state, source=CaseState.PENDING_VERIFICATION, target=CaseState.SUBMITTED
+    )
+    def verify(self) -> None:
+        """The merchant entered the code sent to the contact on file."""
+
+    @transition(
+        field=state, source=CaseState.PENDING_VERIFICATION, target=CaseState.EXPIRED
+    )
+    def expire(self) -> None:
+        """The code was never entered in time."""
+
+    @transition(
+        field=state,
+        source=CaseState.SUBMITTED,
+        target=CaseState.IN_REVIEW,
+        permission=_is_reviewer_or_approver,
+    )
+    def start_review(self) -> None:
+        """A reviewer takes the case."""
+
+    @transition(
+        field=state,
+        source=CaseState.IN_REVIEW,
+        target=CaseState.INFO_REQUESTED,
+        permission=_is_reviewer_or_approver,
+    )
+    def request_info(self) -> None:
+        """Ask the merchant for more information or documents."""
+
+    @transition(
+        field=state, source=CaseState.INFO_REQUESTED, target=CaseState.SUBMITTED
+    )
+    def respond(self) -> None:
+        """The merchant answered; the case goes back to the queue."""
+
+    @transition(
+        field=state,
+        source=CaseState.IN_REVIEW,
+        target=CaseState.AWAITING_APPROVAL,
+        conditions=[required_documents_accepted],
+        permission=_is_reviewer_or_approver,
+    )
+    def recommend(self) -> None:
+        """Recommend approval; every required document must be accepted."""
+
+    @transition(
+        field=state,
+        source=CaseState.AWAITING_APPROVAL,
+        target=CaseState.APPROVED,
+        permission=lambda case, user: (
+            _is_approver(case, user) and case.recommended_by_id != user.pk
+        ),
+    )
+    def approve(self) -> None:
+        """Second pair of eyes: an approver who did not recommend the case."""
+
+    @transition(
+        field=state,
+        source=CaseState.AWAITING_APPROVAL,
+        target=CaseState.IN_REVIEW,
+        permission=_is_approver,
+    )
+    def send_back(self) -> None:
+        """The approver returns the case to review."""
+
+    @transition(
+        field=state,
+        source=[CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL],
+        target=CaseState.REJECTED,
+        permission=_is_reviewer_or_approver,
+    )
+    def reject(self) -> None:
+        """Refuse the request, with a reason shown to the merchant."""
+
+    @transition(field=state, source=WITHDRAWABLE_STATES, target=CaseState.WITHDRAWN)
+    def withdraw(self) -> None:
+        """The merchant withdraws before approval."""
+
+    @transition(field=state, source=CaseState.APPROVED, target=CaseState.EXECUTING)
+    def start_execution(self) -> None:
+        """A worker starts carrying out the steps."""
+
+    @transition(field=state, source=CaseState.EXECUTING, target=CaseState.COMPLETED)
+    def complete(self) -> None:
+        """Every step is done."""
+
+    @transition(
+        field=state,
+        source=[CaseState.APPROVED, CaseState.EXECUTING],
+        target=CaseState.FAILED,
+    )
+    def fail(self) -> None:
+        """A step failed permanently."""
+
+    @transition(
+        field=state,
+        source=CaseState.FAILED,
+        target=CaseState.APPROVED,
+        permission=_is_operations,
+    )
+    def retry(self) -> None:
+        """Operations fixed the cause; execution resumes from the failed step."""
+
+
+def required_document_kinds(
+    *, close_account: bool, replacement: bool, applicant_is_legal_rep: bool
+) -> list[str]:
+    """Return the document kinds a request needs for the chosen options (DOMAIN.md)."""
+    kinds = [
+        Document.Kind.BUSINESS_LICENCE,
+        Document.Kind.LEGAL_REP_ID,
+        Document.Kind.DEVICE_EVIDENCE,
+    ]
+    if close_account:
+        kinds += [Document.Kind.CONTRACT, Document.Kind.BANK_STATEMENT]
+    if replacement:
+        kinds.append(Document.Kind.REPLACEMENT_DOCUMENTS)
+    if not applicant_is_legal_rep:
+        kinds.append(Document.Kind.AUTHORISATION_LETTER)
+    return kinds
+
+
+class CaseTerminal(models.Model):
+    """A terminal named in a case. ``is_open`` mirrors whether the case is open,
+    so that the database refuses a second open case for the same terminal."""
+
+    case = models.ForeignKey(
+        Case, on_delete=models.CASCADE, related_name="case_terminals"
+    )
+    terminal = models.ForeignKey(
+        Terminal,
+        verbose_name=_("terminal"),
+        on_delete=models.PROTECT,
+        related_name="case_links",
+    )
+    is_open = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name = _("terminal of the case")
+        verbose_name_plural = _("terminals of the case")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["terminal"],
+                condition=Q(is_open=True),
+                name="one_open_case_per_terminal",
+            ),
+            models.UniqueConstraint(
+                fields=["case", "terminal"], name="case_terminal_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case} · {self.terminal}"
+
+
+def document_upload_to(instance: "Document", filename: str) -> str:
+    """Store under a random name; the original name is display text only."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    if suffix not in {".pdf", ".jpg", ".jpeg", ".png", ".csv"}:
+        suffix = ""
+    now = timezone.now()
+    return f"cases/{now:%Y/%m}/{uuid.uuid4().hex}{suffix}"
+
+
+class Document(models.Model):
+    class Kind(models.TextChoices):
+        BUSINESS_LICENCE = "business_licence", _("Business licence copy (营业执照副本)")
+        LEGAL_REP_ID = "legal_rep_id", _("Legal representative's ID (法人身份证明)")
+        DEVICE_EVIDENCE = (
+            "device_evidence",
+            _("Device evidence (原POS机设备及相关资料)"),
+        )
+        CONTRACT = "contract", _("Contract or service agreement (合同或协议)")
+        BANK_STATEMENT = (
+            "bank_statement",
+            _("Bank statement or account information (银行对账单)"),
+        )
+        REPLACEMENT_DOCUMENTS = (
+            "replacement_documents",
+            _("New device documents (新POS机设备及相关资料)"),
+        )
+        AUTHORISATION_LETTER = (
+            "authorisation_letter",
+            _("Authorisation letter (授权委托书)"),
+        )
+        OTHER = "other", _("Other documents (其他相关文件)")
+        # Produced by the execution: the terminals' transaction history.
+        DATA_EXPORT = "data_export", _("Transaction history export")
+
+    class ReviewStatus(models.TextChoices):
+        PENDING = "pending", _("Not reviewed")
+        ACCEPTED = "accepted", _("Accepted")
+        REJECTED = "rejected", _("Rejected")
+
+    case = models.ForeignKey(
+        Case, verbose_name=_("case"), on_delete=models.PROTECT, related_name="documents"
+    )
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
+    file = models.FileField(
+        _("file"), upload_to=document_upload_to, max_length=255, blank=True
+    )
+    original_name = models.CharField(_("original name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    content_type = models.CharField(_("content type"), max_length=100)
+    review_status = models.CharField(
+        _("review"),
+        max_length=16,
+        choices=ReviewStatus.choices,
+        default=ReviewStatus.PENDING,
+    )
+    review_note = models.TextField(_("review note"), blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("reviewed by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    reviewed_at = models.DateTimeField(_("reviewed at"), null=True, blank=True)
+    uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
+    # Set when the retention period ended and the stored file was deleted.
+    purged_at = models.DateTimeField(_("file purged at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("document")
+        verbose_name_plural = _("documents")
+        ordering = ["case", "kind", "pk"]
+        indexes = [models.Index(fields=["case", "kind"], name="document_case_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.original_name}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in {"image/jpeg", "image/png"}
+
+
+class CaseEvent(models.Model):
+    """One line of a case's audit trail. Only ever inserted (see cases.events)."""
+
+    class Type(models.TextChoices):
+        FILED = "filed", _("Request filed")
+        CODE_SENT = "code_sent", _("Verification code sent")
+        CODE_FAILED = "code_failed", _("Wrong verification code")
+        TRANSITION = "transition", _("State changed")
+        DOCUMENT_ADDED = "document_added", _("Document added")
+        DOCUMENT_REVIEWED = "document_reviewed", _("Document reviewed")
+        MESSAGE = "message", _("Message")
+        ASSIGNED = "assigned", _("Assigned")
+        STEP = "step", _("Execution step")
+        NOTIFICATION = "notification", _("Notification")
+
+    class Actor(models.TextChoices):
+        MERCHANT = "merchant", _("Merchant")
+        STAFF = "staff", _("Staff")
+        SYSTEM = "system", _("System")
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="events")
+    type = models.CharField(_("type"), max_length=32, choices=Type.choices)
+    actor_kind = models.CharField(_("by"), max_length=16, choices=Actor.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("staff user"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Snapshot of who acted, kept if the user is later deleted.
+    actor_label = models.CharField(_("actor"), max_length=150, blank=True)
+    from_state = models.CharField(_("from"), max_length=32, blank=True)
+    to_state = models.CharField(_("to"), max_length=32, blank=True)
+    transition = models.CharField(_("transition"), max_length=32, blank=True)
+    note = models.TextField(_("note"), blank=True)
+    payload = models.JSONField(_("details"), default=dict, blank=True)
+    visible_to_merchant = models.BooleanField(default=False)
+    client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    created_at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("case event")
+        verbose_name_plural = _("case events")
+        ordering = ["created_at", "pk"]
+        indexes = [
+            models.Index(fields=["case", "created_at"], name="event_case_created")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case} {self.get_type_display()} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Notification(models.Model):
+    """An e-mail in the outbox: written with its cause, delivered after commit."""
+
+    class Kind(models.TextChoices):
+        VERIFICATION_CODE = "verification_code", _("Verification code")
+        RECEIPT = "receipt", _("Receipt")
+        INFO_REQUESTED = "info_requested", _("Information requested")
+        INFO_REMINDER = "info_reminder", _("Information reminder")
+        REJECTED = "rejected", _("Rejected")
+        WITHDRAWN = "withdrawn", _("Withdrawn")
+        COMPLETED = "completed", _("Completed")
+        DEPARTMENT_COMPLETED = "department_completed", _("Completed (department)")
+        EXECUTION_FAILED = "execution_failed", _("Execution failed")
+        OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    case = models.ForeignKey(
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.PROTECT,
+        related_name="notifications",
+        null=True,
+        blank=True,
+    )
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
+    recipients = models.JSONField(_("recipients"), default=list)
+    language = models.CharField(_("language"), max_length=10, default="zh-hans")
+    # Template context. A verification code is removed once the mail is sent.
+    context = models.JSONField(default=dict, blank=True)
+    # Prevents the same notice being queued twice for the same cause.
+    dedupe_key = models.CharField(max_length=120, unique=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    queued_at = models.DateTimeField(_("queued at"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["queued_at"],
+                condition=Q(status="pending"),
+                name="notification_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {', '.join(self.recipients)}"
+
+
+class ExecutionStep(models.Model):
+    """Progress of one execution step of a case: done steps are never repeated."""
+
+    class Step(models.TextChoices):
+        VERIFY_BINDINGS = "verify_bindings", _("Verify the bindings")
+        SETTLE = "settle", _("Settle unsettled transactions")
+        EXPORT = "export", _("Export the transaction history")
+        UNBIND = "unbind", _("End the bindings")
+        BIND_REPLACEMENT = "bind_replacement", _("Bind the replacement device")
+        CLOSE_ACCOUNT = "close_account", _("Close the merchant account")
+        NOTIFY = "notify", _("Queue the completion notices")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Not needed")
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="steps")
+    step = models.CharField(_("step"), max_length=32, choices=Step.choices)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("execution step")
+        verbose_name_plural = _("execution steps")
+        ordering = ["case", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "step"], name="execution_step_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case} {self.get_step_display()}: {self.get_status_display()}"

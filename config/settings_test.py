@@ -1,0 +1,29 @@
+"""Settings for the test suite: the production settings with test seams.
+
+DATABASE_URL and CELERY_BROKER_URL still come from the environment, so the
+integration tests run against the real PostgreSQL and Redis when they are set.
+"""
+
+import os
+
+os.environ.setdefault(
+    "SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789"
+)
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
+
+from .settings import *  # noqa: F403
+from .settings import CELERY_BROKER_URL
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}
+# Unit tests run tasks in-process; the integration tests start a real worker
+# and flip this back off for themselves.
+INTEGRATION_BROKER_URL = CELERY_BROKER_URL
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = "memory://"
+THROTTLE_ENABLED = True
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

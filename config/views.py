@@ -1,0 +1,49 @@
+"""Site-wide views: the merchant home page and the health check."""
+
+from http import HTTPStatus
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html")
+
+
+def _database_status() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:  # any driver error means the database is not usable
+        return "down"
+    return "ok"
+
+
+def _broker_status() -> str:
+    from config.celery import app
+
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "eager"
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # kombu raises a variety of transport errors
+        return "down"
+    return "ok"
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Report whether the database and the broker answer (503 if either is down)."""
+    body = {"database": _database_status(), "broker": _broker_status()}
+    healthy = body["database"] == "ok" and body["broker"] in {"ok", "eager"}
+    return JsonResponse(
+        body, status=HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+    )

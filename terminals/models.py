@@ -1,0 +1,251 @@
+"""The terminal registry: merchants, their POS terminals and the bindings."""
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from terminals import validators
+from terminals.masking import mask_card_number, mask_id_number
+
+
+class Merchant(models.Model):
+    class Status(models.TextChoices):
+        # Trading normally; terminals can be bound to it.
+        ACTIVE = "active", _("Active")
+        # Account closed (注销) by an unbinding case; nothing can be bound.
+        CLOSED = "closed", _("Closed")
+
+    merchant_id = models.CharField(
+        _("merchant number"),
+        max_length=15,
+        unique=True,
+        validators=[validators.validate_merchant_id],
+        help_text=_("商户号: 15 digits."),
+    )
+    uscc = models.CharField(
+        _("unified social credit code"),
+        max_length=18,
+        unique=True,
+        validators=[validators.validate_uscc],
+        help_text=_("统一社会信用代码: 18 characters with a check character."),
+    )
+    name = models.CharField(_("name"), max_length=200, db_index=True)
+    legal_rep_name = models.CharField(_("legal representative"), max_length=100)
+    legal_rep_id_number = models.CharField(
+        _("legal representative ID number"),
+        max_length=18,
+        validators=[validators.validate_resident_id],
+    )
+    contact_email = models.EmailField(_("contact e-mail on file"))
+    contact_phone = models.CharField(
+        _("contact mobile on file"),
+        max_length=11,
+        validators=[validators.validate_mobile],
+    )
+    settlement_card_number = models.CharField(
+        _("settlement bank card"),
+        max_length=19,
+        blank=True,
+        validators=[validators.validate_bank_card],
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("merchant")
+        verbose_name_plural = _("merchants")
+        ordering = ["merchant_id"]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id} {self.name}"
+
+    @property
+    def masked_legal_rep_id_number(self) -> str:
+        return mask_id_number(self.legal_rep_id_number)
+
+    @property
+    def masked_settlement_card_number(self) -> str:
+        return mask_card_number(self.settlement_card_number)
+
+
+class Terminal(models.Model):
+    class Kind(models.TextChoices):
+        MAGSTRIPE = "magstripe", _("Magnetic-stripe POS")
+        CHIP = "chip", _("Chip (EMV) POS")
+        MOBILE = "mobile", _("Mobile POS (mPOS)")
+        SMART = "smart", _("Smart Android POS")
+        QR = "qr", _("QR-code terminal")
+
+    class Status(models.TextChoices):
+        # In the provider's stock, bound to no merchant.
+        IN_STOCK = "in_stock", _("In stock")
+        # Bound to a merchant and activated.
+        ACTIVE = "active", _("Active")
+        # Unbound from its merchant by a case; kept for history.
+        UNBOUND = "unbound", _("Unbound")
+
+    serial_number = models.CharField(
+        _("serial number"),
+        max_length=32,
+        unique=True,
+        validators=[validators.validate_serial_number],
+        help_text=_("SN printed on the device."),
+    )
+    terminal_id = models.CharField(
+        _("terminal ID"),
+        max_length=8,
+        unique=True,
+        validators=[validators.validate_terminal_id],
+        help_text=_("终端号: 8 characters."),
+    )
+    model = models.CharField(_("model"), max_length=100, blank=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.IN_STOCK
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("terminal")
+        verbose_name_plural = _("terminals")
+        ordering = ["serial_number"]
+
+    def __str__(self) -> str:
+        return self.serial_number
+
+
+class BindingQuerySet(models.QuerySet):
+    def active(self) -> "BindingQuerySet":
+        """Bindings that have not ended."""
+        return self.filter(ended_at__isnull=True)
+
+
+class Binding(models.Model):
+    """A terminal bound to a merchant from ``started_at`` until ``ended_at``.
+
+    Rows are never deleted: ended bindings are the terminal's history.
+    """
+
+    terminal = models.ForeignKey(
+        Terminal,
+        verbose_name=_("terminal"),
+        on_delete=models.PROTECT,
+        related_name="bindings",
+    )
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.PROTECT,
+        related_name="bindings",
+    )
+    started_at = models.DateTimeField(_("started at"))
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    ended_reason = models.CharField(_("ended because"), max_length=200, blank=True)
+
+    objects = BindingQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("binding")
+        verbose_name_plural = _("bindings")
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["terminal"],
+                condition=Q(ended_at__isnull=True),
+                name="one_active_binding_per_terminal",
+                violation_error_message=_("This terminal is already bound."),
+            ),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True)
+                | Q(ended_at__gte=models.F("started_at")),
+                name="binding_ends_after_start",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["merchant"],
+                condition=Q(ended_at__isnull=True),
+                name="binding_active_by_merchant",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.terminal_id} → {self.merchant_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.ended_at is None
+
+
+class SettlementBatch(models.Model):
+    """Final settlement of a merchant's unsettled transactions (资金结算)."""
+
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.PROTECT,
+        related_name="settlement_batches",
+    )
+    reference = models.CharField(_("reference"), max_length=64, unique=True)
+    total = models.DecimalField(
+        _("total"), max_digits=14, decimal_places=2, default=Decimal("0.00")
+    )
+    transaction_count = models.PositiveIntegerField(_("transactions"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("settlement batch")
+        verbose_name_plural = _("settlement batches")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class Transaction(models.Model):
+    terminal = models.ForeignKey(
+        Terminal,
+        verbose_name=_("terminal"),
+        on_delete=models.PROTECT,
+        related_name="transactions",
+    )
+    amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    settled = models.BooleanField(_("settled"), default=False)
+    settlement_batch = models.ForeignKey(
+        SettlementBatch,
+        verbose_name=_("settlement batch"),
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        null=True,
+        blank=True,
+    )
+
+    class Meta:
+        verbose_name = _("transaction")
+        verbose_name_plural = _("transactions")
+        ordering = ["-occurred_at"]
+        constraints = [
+            # Natural key used by import_registry to stay idempotent.
+            models.UniqueConstraint(
+                fields=["terminal", "occurred_at", "amount"],
+                name="transaction_natural_key",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["terminal"],
+                condition=Q(settled=False),
+                name="transaction_unsettled",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.terminal_id} {self.amount} {self.occurred_at:%Y-%m-%d %H:%M}"
