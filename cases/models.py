@@ -5,7 +5,9 @@ State rules live here as django-fsm transitions; the use cases that save,
 record events and dispatch side effects live in ``cases.services``.
 """
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from pathlib import PurePosixPath
@@ -82,9 +84,21 @@ def hash_secret(value: str) -> str:
     return hashlib.sha256(f"{settings.SECRET_KEY}:{value}".encode()).hexdigest()
 
 
-def new_token() -> str:
-    """Return a fresh tracking token: 192 bits from the OS's CSPRNG."""
-    return secrets.token_urlsafe(24)
+def new_token_salt() -> str:
+    """Return a fresh random salt for a case's tracking token (128 bits)."""
+    return secrets.token_hex(16)
+
+
+def token_for_salt(salt: str) -> str:
+    """Derive the tracking token from its salt with an HMAC keyed by SECRET_KEY.
+
+    The database holds only the salt and a hash of the token, so a copy of the
+    database alone opens no case; the token can still be put in every e-mail.
+    """
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"case-token:{salt}".encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
 
 def _is_approver(instance: "Case", user) -> bool:
@@ -169,9 +183,9 @@ class Case(models.Model):
         _("language"), max_length=10, default="zh-hans", choices=settings.LANGUAGES
     )
     client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
-    # Key of the form instance that created the case: a repeated POST of the
-    # same form finds this case instead of creating a second one.
-    submission_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # Random salt of the tracking token; the form's submission key, so that a
+    # repeated POST of the same form finds this case instead of making another.
+    token_salt = models.CharField(max_length=64, unique=True)
 
     # Identity verification (the code itself is never stored).
     code_hash = models.CharField(max_length=64, blank=True)
@@ -261,6 +275,15 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.reference or f"#{self.pk}"
+
+    @property
+    def tracking_token(self) -> str:
+        return token_for_salt(self.token_salt)
+
+    def get_tracking_path(self) -> str:
+        from django.urls import reverse
+
+        return reverse("cases:detail", kwargs={"token": self.tracking_token})
 
     # --- predicates -----------------------------------------------------------
 

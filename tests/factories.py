@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from cases.models import Case, CaseTerminal, Document, hash_secret
+from cases.models import Case, CaseTerminal, Document, hash_secret, token_for_salt
 from terminals import identifiers
 from terminals.models import Binding, Merchant, Terminal, Transaction
 
@@ -78,11 +78,11 @@ class CaseFactory(DjangoModelFactory):
     class Meta:
         model = Case
 
-    class Params:
-        token = factory.Sequence(lambda n: f"test-token-{n:040d}")
-
     merchant = factory.SubFactory(MerchantFactory)
-    token_hash = factory.LazyAttribute(lambda o: hash_secret(o.token))
+    token_salt = factory.Sequence(lambda n: f"{n:032x}")
+    token_hash = factory.LazyAttribute(
+        lambda o: hash_secret(token_for_salt(o.token_salt))
+    )
     uscc = factory.LazyAttribute(lambda o: o.merchant.uscc)
     legal_rep_name = factory.LazyAttribute(lambda o: o.merchant.legal_rep_name)
     applicant_name = factory.LazyAttribute(lambda o: o.merchant.legal_rep_name)

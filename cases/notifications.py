@@ -1,0 +1,183 @@
+"""The notification outbox: queue e-mails with their cause, deliver them after commit.
+
+A notice is a ``Notification`` row written in the same transaction as the
+change that causes it. After commit a task sends it; the row records the
+attempts, the last error and ``sent_at``, so a second delivery of the task
+sends nothing and the outbox sweeper can re-queue what the broker lost.
+
+Templates: ``templates/emails/<kind>.subject.txt``, ``<kind>.txt`` and
+``<kind>.html``, rendered in the notice's language.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+
+from cases.models import Case, Notification
+
+logger = logging.getLogger(__name__)
+
+# Context keys that must not outlive the delivery of the notice.
+SECRET_CONTEXT_KEYS = ("code", "tracking_url")
+
+
+def case_recipients(case: Case) -> list[str]:
+    """The merchant's contact on file and the applicant, without duplicates."""
+    recipients: list[str] = []
+    for address in (case.merchant.contact_email, case.applicant_email):
+        if address and address.lower() not in {r.lower() for r in recipients}:
+            recipients.append(address)
+    return recipients
+
+
+def tracking_url(case: Case) -> str:
+    return settings.SITE_URL.rstrip("/") + case.get_tracking_path()
+
+
+def notification_queue(
+    *,
+    kind: str,
+    recipients: list[str],
+    dedupe_key: str,
+    case: Case | None = None,
+    context: dict | None = None,
+    language: str | None = None,
+) -> Notification:
+    """Record a notice in the outbox and dispatch it after commit.
+
+    Idempotent by ``dedupe_key``: queuing the same notice twice returns the
+    first row and sends nothing more.
+    """
+    notification, created = Notification.objects.get_or_create(
+        dedupe_key=dedupe_key,
+        defaults={
+            "case": case,
+            "kind": kind,
+            "recipients": recipients,
+            "context": context or {},
+            "language": language or (case.language if case else settings.LANGUAGE_CODE),
+            "queued_at": timezone.now(),
+        },
+    )
+    if created:
+        notification_dispatch(notification_id=notification.pk)
+    return notification
+
+
+def notification_dispatch(*, notification_id: int) -> None:
+    """Queue delivery after the current transaction commits.
+
+    If the broker is down the row stays pending and the sweeper retries.
+    """
+    from cases.tasks import send_notification_task
+
+    def _send() -> None:
+        try:
+            send_notification_task.delay(notification_id=notification_id)
+        except Exception:  # broker unreachable: the outbox sweeper re-queues
+            logger.warning(
+                "broker unavailable; notification %s left for the sweeper",
+                notification_id,
+            )
+
+    transaction.on_commit(_send)
+
+
+def render_notification(notification: Notification) -> tuple[str, str, str]:
+    """Return (subject, text, html) of a notice in its language."""
+    context = {
+        "notification": notification,
+        "case": notification.case,
+        "site_url": settings.SITE_URL.rstrip("/"),
+        **notification.context,
+    }
+    base = f"emails/{notification.kind}"
+    with translation.override(notification.language):
+        subject = render_to_string(f"{base}.subject.txt", context).strip()
+        subject = " ".join(subject.split())
+        if notification.case is not None and notification.case.reference:
+            if notification.case.reference not in subject:
+                subject = f"[{notification.case.reference}] {subject}"
+        text = render_to_string(f"{base}.txt", context)
+        html = render_to_string(f"{base}.html", context)
+    return subject, text, html
+
+
+def build_message(notification: Notification) -> EmailMultiAlternatives:
+    subject, text, html = render_notification(notification)
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=notification.recipients,
+        headers={"X-Notification-Id": str(notification.pk)},
+    )
+    message.attach_alternative(html, "text/html")
+    for attachment in notification.context.get("attachments", []):
+        _attach_document(message, attachment)
+    return message
+
+
+def _attach_document(message: EmailMultiAlternatives, document_id: int) -> None:
+    from cases.models import Document
+
+    document = Document.objects.filter(pk=document_id, purged_at__isnull=True).first()
+    if document is None or not document.file:
+        return
+    with document.file.open("rb") as fh:
+        message.attach(document.original_name, fh.read(), document.content_type)
+
+
+def notification_send(*, notification_id: int) -> bool:
+    """Send one pending notice once; return True if it was sent by this call.
+
+    The row is locked while sending so two deliveries of the task cannot both
+    send it. SMTP errors are recorded and re-raised for the task to retry.
+    """
+    error: Exception | None = None
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update()
+            .select_related("case__merchant")
+            .filter(pk=notification_id)
+            .first()
+        )
+        if notification is None or notification.status != Notification.Status.PENDING:
+            return False
+        notification.attempts += 1
+        try:
+            message = build_message(notification)
+            message.send(fail_silently=False)
+        except Exception as exc:  # SMTP, socket and template errors alike
+            error = exc
+            notification.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            notification.save(update_fields=["attempts", "last_error"])
+        else:
+            notification.status = Notification.Status.SENT
+            notification.sent_at = timezone.now()
+            notification.subject = message.subject[:255]
+            notification.last_error = ""
+            for key in SECRET_CONTEXT_KEYS:
+                notification.context.pop(key, None)
+            notification.save(
+                update_fields=[
+                    "status",
+                    "sent_at",
+                    "subject",
+                    "attempts",
+                    "last_error",
+                    "context",
+                ]
+            )
+    if error is not None:
+        # Raised after commit so the attempt and the error stay recorded.
+        raise NotificationDeliveryError(str(error)) from error
+    return True
+
+
+class NotificationDeliveryError(Exception):
+    """The mail server did not take the message; worth retrying."""
