@@ -99,9 +99,9 @@ def render_notification(notification: Notification) -> tuple[str, str, str]:
     with translation.override(notification.language):
         subject = render_to_string(f"{base}.subject.txt", context).strip()
         subject = " ".join(subject.split())
-        if notification.case is not None and notification.case.reference:
-            if notification.case.reference not in subject:
-                subject = f"[{notification.case.reference}] {subject}"
+        reference = notification.case.reference if notification.case else None
+        if reference and reference not in subject:
+            subject = f"[{reference}] {subject}"
         text = render_to_string(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)
     return subject, text, html
