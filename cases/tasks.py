@@ -18,3 +18,8 @@ def send_notification_task(self, *, notification_id: int) -> bool:
     from cases.notifications import notification_send
 
     return notification_send(notification_id=notification_id)
+
+
+@shared_task(acks_late=True)
+def execute_case_task(*, case_id: int) -> None:
+    """Placeholder until the execution lands: it does nothing yet."""
