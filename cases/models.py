@@ -150,7 +150,8 @@ class Case(models.Model):
         max_length=32,
         choices=CaseState.choices,
         default=CaseState.PENDING_VERIFICATION,
-        protected=True,
+        # Not ``protected``: that breaks refresh_from_db. The state changes only
+        # through the transitions below, called by cases.services; admin shows it read-only.
     )
 
     merchant = models.ForeignKey(

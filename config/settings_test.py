@@ -15,6 +15,8 @@ os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 from .settings import *  # noqa: F403
 from .settings import CELERY_BROKER_URL
 
+# Tests read English text unless they ask for Chinese (Accept-Language).
+LANGUAGE_CODE = "en"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"] = {  # noqa: F405
