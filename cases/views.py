@@ -1,9 +1,274 @@
-from django.http import Http404
+"""Merchant-facing pages of a case: file, verify, track, respond, withdraw.
+
+Views only translate HTTP into calls of ``cases.services.intake``.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
+from cases.models import CaseEvent, CaseState
+from cases.services import intake
+from cases.services.common import CaseActionError
+from config.throttling import client_ip, throttle
 
 
-def _todo(request, *args, **kwargs):
-    raise Http404
+def _merchant_key(request: HttpRequest, kwargs: dict) -> list[str]:
+    merchant_id = (request.POST.get("merchant_id") or "").strip()[:20]
+    return [f"merchant:{merchant_id}"] if merchant_id else []
 
 
-request_new = request_track = request_verify = request_resend = _todo
-request_respond = request_withdraw = request_detail = _todo
+def _token_key(request: HttpRequest, kwargs: dict) -> list[str]:
+    return [f"case:{kwargs.get('token', '')[:64]}"]
+
+
+def _case_or_404(token: str):
+    case = intake.case_get_by_token(token=token)
+    if case is None:
+        raise Http404
+    return case
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@throttle("request_new", methods=("POST",), extra_keys=_merchant_key)
+def request_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        # The same form posted again (double click, retry) leads to its first case.
+        token = intake.case_token_for_submission(
+            key=request.POST.get("submission_key", "")
+        )
+        if token:
+            return redirect("cases:verify", token=token)
+        form = RequestForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            filing = intake.CaseFiling(
+                merchant=form.merchant,
+                terminals=form.terminals,
+                uscc=data["uscc"],
+                legal_rep_name=data["legal_rep_name"],
+                applicant_name=data["applicant_name"],
+                applicant_is_legal_rep=data["applicant_is_legal_rep"],
+                applicant_phone=data["applicant_phone"],
+                applicant_email=data["applicant_email"],
+                reason=data["reason"],
+                reason_detail=data["reason_detail"],
+                close_account=data["close_account"],
+                replacement_terminal=form.replacement_terminal,
+                language=translation.get_language() or "zh-hans",
+                client_ip=client_ip(request),
+                submission_key=data["submission_key"],
+                uploads=form.uploads,
+            )
+            try:
+                _case, token = intake.case_file(filing=filing)
+            except CaseActionError as exc:
+                form.add_error(None, exc.message)
+            else:
+                return redirect("cases:verify", token=token)
+        form.discard_uploads()
+    else:
+        form = RequestForm(
+            initial={
+                "submission_key": secrets.token_hex(16),
+                "applicant_is_legal_rep": True,
+            }
+        )
+    return render(
+        request,
+        "cases/request_form.html",
+        {
+            "form": form,
+            "max_file_mb": settings.UPLOAD_MAX_FILE_SIZE // (1024 * 1024),
+            "max_request_mb": settings.UPLOAD_MAX_REQUEST_SIZE // (1024 * 1024),
+        },
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@throttle("verify", methods=("POST",), extra_keys=_token_key)
+def request_verify(request: HttpRequest, token: str) -> HttpResponse:
+    case = _case_or_404(token)
+    if case.state != CaseState.PENDING_VERIFICATION:
+        return redirect("cases:detail", token=token)
+    form = VerifyForm(request.POST or None)
+    locked = case.code_attempts >= _max_attempts()
+    if request.method == "POST" and form.is_valid():
+        result = intake.case_verify(
+            case_id=case.pk,
+            code=form.cleaned_data["code"],
+            client_ip=client_ip(request),
+        )
+        if result in (
+            intake.VerificationResult.OK,
+            intake.VerificationResult.NOT_PENDING,
+        ):
+            if result == intake.VerificationResult.OK:
+                messages.success(
+                    request, _("Thank you. Your request is now in the review queue.")
+                )
+            return redirect("cases:detail", token=token)
+        if result == intake.VerificationResult.WRONG:
+            form.add_error(
+                "code",
+                _("This code is not right. Check the latest e-mail and try again."),
+            )
+        elif result == intake.VerificationResult.EXPIRED:
+            form.add_error(
+                "code", _("This code has expired. Ask for a new code below.")
+            )
+        else:
+            locked = True
+            form.add_error(
+                "code",
+                _(
+                    "Too many wrong codes. Ask for a new code below; earlier codes no longer work."
+                ),
+            )
+    return render(
+        request,
+        "cases/verify.html",
+        {
+            "case": case,
+            "token": token,
+            "form": form,
+            "locked": locked,
+            "resend_wait": intake.resend_wait_seconds(case),
+        },
+    )
+
+
+def _max_attempts() -> int:
+    return settings.CASE_VERIFICATION_MAX_ATTEMPTS
+
+
+@require_POST
+@throttle("resend", extra_keys=_token_key)
+def request_resend(request: HttpRequest, token: str) -> HttpResponse:
+    case = _case_or_404(token)
+    try:
+        sent = intake.case_resend_code(case_id=case.pk, client_ip=client_ip(request))
+    except CaseActionError as exc:
+        messages.info(request, exc.message)
+        return redirect("cases:detail", token=token)
+    if sent:
+        messages.success(
+            request,
+            _(
+                "A new code is on its way to the merchant's contact e-mail on file. Earlier codes no longer work."
+            ),
+        )
+    else:
+        messages.warning(
+            request,
+            _(
+                "A code was sent a moment ago. Please wait a minute before asking again."
+            ),
+        )
+    return redirect("cases:verify", token=token)
+
+
+def _detail_context(case, token: str, respond_form=None) -> dict:
+    timeline = list(
+        case.events.filter(visible_to_merchant=True).order_by("created_at", "pk")
+    )
+    if respond_form is None and case.state == CaseState.INFO_REQUESTED:
+        respond_form = RespondForm()
+    return {
+        "case": case,
+        "token": token,
+        "timeline": timeline,
+        "staff_messages": [
+            e for e in timeline if e.actor_kind == CaseEvent.Actor.STAFF and e.note
+        ],
+        "terminals": [
+            link.terminal for link in case.case_terminals.select_related("terminal")
+        ],
+        "documents": case.documents.exclude(kind="data_export").order_by(
+            "uploaded_at", "pk"
+        ),
+        "respond_form": respond_form,
+    }
+
+
+@never_cache
+@require_http_methods(["GET"])
+@throttle("tracking")
+def request_detail(request: HttpRequest, token: str) -> HttpResponse:
+    case = _case_or_404(token)
+    return render(request, "cases/case_detail.html", _detail_context(case, token))
+
+
+@require_POST
+@throttle("tracking", extra_keys=_token_key)
+def request_respond(request: HttpRequest, token: str) -> HttpResponse:
+    case = _case_or_404(token)
+    if case.state != CaseState.INFO_REQUESTED:
+        messages.error(request, _("This request is not waiting for your answer."))
+        return redirect("cases:detail", token=token)
+    form = RespondForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            intake.case_respond(
+                case_id=case.pk,
+                message=form.cleaned_data["message"],
+                uploads=form.uploads,
+                client_ip=client_ip(request),
+            )
+        except CaseActionError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request, _("Thank you. Your answer was sent to the reviewer.")
+            )
+        return redirect("cases:detail", token=token)
+    form.discard_uploads()
+    return render(request, "cases/case_detail.html", _detail_context(case, token, form))
+
+
+@require_http_methods(["GET", "POST"])
+@throttle("tracking", methods=("POST",), extra_keys=_token_key)
+def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
+    case = _case_or_404(token)
+    if request.method == "GET":
+        return render(
+            request, "cases/withdraw_confirm.html", {"case": case, "token": token}
+        )
+    try:
+        intake.case_withdraw(case_id=case.pk, client_ip=client_ip(request))
+    except CaseActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("Your request was withdrawn. Nothing will be changed on your terminals."),
+        )
+    return redirect("cases:detail", token=token)
+
+
+@never_cache
+@require_http_methods(["GET"])
+@throttle("tracking")
+def request_track(request: HttpRequest) -> HttpResponse:
+    form = TrackForm(request.GET or None)
+    if request.GET and form.is_valid():
+        case = intake.case_get_by_token(token=form.cleaned_data["link"])
+        if case is not None:
+            return redirect("cases:detail", token=form.cleaned_data["link"])
+        form.add_error(
+            "link",
+            _(
+                "No request was found for this link. Copy the whole link from the e-mail."
+            ),
+        )
+    return render(request, "cases/track.html", {"form": form})

@@ -81,3 +81,9 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def media_root(_private_media_root):
+    """The private document storage directory of this test."""
+    return _private_media_root

@@ -77,6 +77,7 @@ class CaseFactory(DjangoModelFactory):
 
     class Meta:
         model = Case
+        skip_postgeneration_save = True
 
     merchant = factory.SubFactory(MerchantFactory)
     token_salt = factory.Sequence(lambda n: f"{n:032x}")
@@ -129,3 +130,30 @@ class DocumentFactory(DjangoModelFactory):
     size = 15
     sha256 = "0" * 64
     content_type = "application/pdf"
+
+
+# --- review (staff side) -------------------------------------------------------
+
+
+def accepted_documents_for(case: Case, *, reviewer=None) -> list[Document]:
+    """Attach one accepted document of every kind ``case`` requires."""
+    return [
+        DocumentFactory(
+            case=case,
+            kind=kind,
+            original_name=f"{kind}.pdf",
+            review_status=Document.ReviewStatus.ACCEPTED,
+            reviewed_by=reviewer,
+            reviewed_at=timezone.now(),
+        )
+        for kind in case.required_document_kinds()
+    ]
+
+
+class ImageDocumentFactory(DocumentFactory):
+    """A small PNG, for the inline preview."""
+
+    kind = Document.Kind.LEGAL_REP_ID
+    file = factory.django.ImageField(filename="id-front.png", format="PNG")
+    original_name = "id-front.png"
+    content_type = "image/png"

@@ -47,3 +47,20 @@ def operations(db):
 @pytest.fixture
 def auditor(db):
     return _staff("auditor", roles.AUDITOR)
+
+
+@pytest.fixture
+def hooks_client(client, django_capture_on_commit_callbacks):
+    """A test client whose requests run their on-commit callbacks afterwards.
+
+    Test transactions never commit, so without this the e-mails and tasks a
+    view queues with ``transaction.on_commit`` would never be dispatched.
+    """
+    original = client.request
+
+    def request(**kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return original(**kwargs)
+
+    client.request = request
+    return client

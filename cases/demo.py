@@ -1,0 +1,322 @@
+"""Demo data: a believable registry, staff users per role, and cases in every state.
+
+Used by ``manage.py seed_demo``; idempotent by natural keys, so running it
+again changes nothing.
+"""
+
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from cases import events, roles
+from cases.models import (
+    Case,
+    CaseEvent,
+    CaseState,
+    CaseTerminal,
+    Document,
+    hash_secret,
+    token_for_salt,
+)
+from terminals import identifiers
+from terminals.models import Binding, Merchant, Terminal, Transaction
+
+DEMO_PASSWORD = "demo-pass-2026"
+
+STAFF = [
+    ("admin", None, "系统管理员"),
+    ("reviewer", roles.REVIEWER, "王审核"),
+    ("reviewer2", roles.REVIEWER, "赵审核"),
+    ("approver", roles.APPROVER, "李审批"),
+    ("operations", roles.OPERATIONS, "陈运维"),
+    ("auditor", roles.AUDITOR, "周审计"),
+]
+
+MERCHANTS = [
+    ("北京朝阳便利店有限公司", "张伟", "magstripe"),
+    ("上海静安咖啡馆", "李娜", "chip"),
+    ("广州天河餐饮管理有限公司", "王芳", "smart"),
+    ("深圳南山电子商行", "刘洋", "mobile"),
+    ("杭州西湖茶庄", "陈静", "qr"),
+    ("成都锦江火锅店", "杨磊", "smart"),
+    ("武汉江汉服装店", "赵敏", "chip"),
+    ("南京鼓楼书店", "黄强", "magstripe"),
+]
+
+# State → (reason, close_account, replacement)
+CASE_STATES = [
+    (CaseState.PENDING_VERIFICATION, "business_change", False, False),
+    (CaseState.SUBMITTED, "device_replacement", False, True),
+    (CaseState.SUBMITTED, "legal_compliance", False, False),
+    (CaseState.IN_REVIEW, "business_change", True, False),
+    (CaseState.INFO_REQUESTED, "data_migration", False, False),
+    (CaseState.AWAITING_APPROVAL, "customer_request", False, False),
+    (CaseState.APPROVED, "business_change", False, False),
+    (CaseState.EXECUTING, "business_change", False, False),
+    (CaseState.COMPLETED, "business_change", False, False),
+    (CaseState.FAILED, "device_replacement", False, True),
+    (CaseState.REJECTED, "other", False, False),
+    (CaseState.WITHDRAWN, "customer_request", False, False),
+    (CaseState.EXPIRED, "business_change", False, False),
+]
+
+
+@dataclass
+class DemoResult:
+    staff: list[tuple[str, str, str]]
+    merchants: int
+    terminals: int
+    cases: int
+
+
+def _pdf_bytes(title: str) -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=595, height=842)
+    writer.add_metadata({"/Title": title})
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def _staff() -> list[tuple[str, str, str]]:
+    User = get_user_model()
+    logins = []
+    for username, group, name in STAFF:
+        user, created = User.objects.get_or_create(
+            username=username,
+            defaults={
+                "is_staff": True,
+                "first_name": name,
+                "email": f"{username}@provider.example.com",
+            },
+        )
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.is_superuser = group is None
+            user.save()
+        if group:
+            user.groups.add(Group.objects.get(name=group))
+        logins.append((username, DEMO_PASSWORD, group or "superuser"))
+    return logins
+
+
+def _registry(now) -> list[Merchant]:
+    merchants = []
+    serial = 1
+    for index, (name, legal_rep, kind) in enumerate(MERCHANTS, start=1):
+        merchant, _ = Merchant.objects.get_or_create(
+            merchant_id=identifiers.make_merchant_id(index),
+            defaults={
+                "uscc": identifiers.make_uscc(index),
+                "name": name,
+                "legal_rep_name": legal_rep,
+                "legal_rep_id_number": identifiers.make_resident_id(index),
+                "contact_email": f"merchant{index}@shop.example.com",
+                "contact_phone": f"1380013{index:04d}",
+                "settlement_card_number": identifiers.make_bank_card(index),
+            },
+        )
+        merchants.append(merchant)
+        for _ in range(4):
+            terminal, created = Terminal.objects.get_or_create(
+                serial_number=identifiers.make_serial_number(serial),
+                defaults={
+                    "terminal_id": identifiers.make_terminal_id(serial),
+                    "model": {
+                        "smart": "PAX A920",
+                        "mobile": "Newland ME31",
+                        "qr": "Sunmi V2s",
+                    }.get(kind, "Verifone VX520"),
+                    "kind": kind,
+                    "status": Terminal.Status.ACTIVE,
+                },
+            )
+            serial += 1
+            if created:
+                Binding.objects.create(
+                    terminal=terminal,
+                    merchant=merchant,
+                    started_at=now - timedelta(days=400),
+                )
+                Transaction.objects.bulk_create(
+                    [
+                        Transaction(
+                            terminal=terminal,
+                            amount=Decimal(f"{(serial * 37 + i * 11) % 900 + 12}.50"),
+                            occurred_at=now - timedelta(hours=6 * i + serial),
+                            settled=i > 2,
+                        )
+                        for i in range(6)
+                    ]
+                )
+    # Devices in stock, for replacements.
+    for n in range(900, 910):
+        Terminal.objects.get_or_create(
+            serial_number=identifiers.make_serial_number(n),
+            defaults={
+                "terminal_id": identifiers.make_terminal_id(n),
+                "model": "PAX A920 Pro",
+                "kind": "smart",
+            },
+        )
+    return merchants
+
+
+def _cases(merchants: list[Merchant], now) -> int:
+    User = get_user_model()
+    reviewer = User.objects.get(username="reviewer")
+    approver = User.objects.get(username="approver")
+    created = 0
+    stock = list(
+        Terminal.objects.filter(status=Terminal.Status.IN_STOCK).order_by(
+            "serial_number"
+        )
+    )
+    for index, (state, reason, close_account, replacement) in enumerate(CASE_STATES):
+        salt = f"{index:02d}demo" + "0" * 26
+        if Case.objects.filter(token_salt=salt).exists():
+            continue
+        merchant = merchants[index % len(merchants)]
+        active = list(
+            Terminal.objects.filter(
+                bindings__merchant=merchant, bindings__ended_at__isnull=True
+            ).exclude(case_links__is_open=True)[:4]
+        )
+        terminals = active if close_account else active[: 1 + index % 2]
+        if not terminals:
+            continue
+        filed_at = now - timedelta(days=len(CASE_STATES) - index, hours=index)
+        case = Case(
+            token_salt=salt,
+            token_hash=hash_secret(token_for_salt(salt)),
+            merchant=merchant,
+            uscc=merchant.uscc,
+            legal_rep_name=merchant.legal_rep_name,
+            applicant_name=merchant.legal_rep_name,
+            applicant_is_legal_rep=True,
+            applicant_phone=merchant.contact_phone,
+            applicant_email=merchant.contact_email,
+            reason=reason,
+            reason_detail="门店停业" if reason == "other" else "",
+            close_account=close_account,
+            replacement_terminal=stock.pop(0) if replacement else None,
+            language="zh-hans",
+        )
+        case.__dict__["state"] = state  # demo data is placed directly in its state
+        case.save()
+        verified = state not in (CaseState.PENDING_VERIFICATION, CaseState.EXPIRED)
+        Case.objects.filter(pk=case.pk).update(
+            reference=f"UB-{timezone.localtime(now):%Y}-{case.pk:06d}",
+            created_at=filed_at,
+            submitted_at=filed_at + timedelta(minutes=5) if verified else None,
+            review_due_at=filed_at + timedelta(days=3) if verified else None,
+            code_expires_at=(now + timedelta(minutes=15))
+            if state == CaseState.PENDING_VERIFICATION
+            else None,
+            assigned_to=reviewer
+            if state not in (CaseState.SUBMITTED,) and verified
+            else None,
+            recommended_by=reviewer
+            if state
+            in (
+                CaseState.AWAITING_APPROVAL,
+                CaseState.APPROVED,
+                CaseState.EXECUTING,
+                CaseState.COMPLETED,
+                CaseState.FAILED,
+            )
+            else None,
+            approved_by=approver
+            if state
+            in (
+                CaseState.APPROVED,
+                CaseState.EXECUTING,
+                CaseState.COMPLETED,
+                CaseState.FAILED,
+            )
+            else None,
+            failure_step="verify_bindings" if state == CaseState.FAILED else "",
+            failure_reason="终端已绑定到其他商户" if state == CaseState.FAILED else "",
+            closed_at=now
+            if state
+            in (
+                CaseState.COMPLETED,
+                CaseState.REJECTED,
+                CaseState.WITHDRAWN,
+                CaseState.EXPIRED,
+            )
+            else None,
+        )
+        case.refresh_from_db()
+        CaseTerminal.objects.bulk_create(
+            [
+                CaseTerminal(case=case, terminal=t, is_open=case.is_open)
+                for t in terminals
+            ]
+        )
+        accepted = state in (
+            CaseState.AWAITING_APPROVAL,
+            CaseState.APPROVED,
+            CaseState.EXECUTING,
+            CaseState.COMPLETED,
+            CaseState.FAILED,
+        )
+        for kind in case.required_document_kinds():
+            Document.objects.create(
+                case=case,
+                kind=kind,
+                file=ContentFile(_pdf_bytes(kind), name=f"{kind}.pdf"),
+                original_name=f"{Document.Kind(kind).label}.pdf",
+                size=len(_pdf_bytes(kind)),
+                sha256="",
+                content_type="application/pdf",
+                review_status=Document.ReviewStatus.ACCEPTED
+                if accepted
+                else Document.ReviewStatus.PENDING,
+                reviewed_by=reviewer if accepted else None,
+                reviewed_at=now if accepted else None,
+            )
+        events.event_record(
+            case=case,
+            type=CaseEvent.Type.FILED,
+            actor="merchant",
+            visible_to_merchant=True,
+            to_state=CaseState.PENDING_VERIFICATION,
+        )
+        if state != CaseState.PENDING_VERIFICATION:
+            events.event_record(
+                case=case,
+                type=CaseEvent.Type.TRANSITION,
+                actor=None,
+                visible_to_merchant=True,
+                from_state=CaseState.PENDING_VERIFICATION,
+                to_state=state,
+                transition="seed_demo",
+                note="demo data",
+            )
+        created += 1
+    return created
+
+
+@transaction.atomic
+def demo_seed() -> DemoResult:
+    """Create (or find) the demo registry, staff and cases."""
+    now = timezone.now()
+    staff = _staff()
+    merchants = _registry(now)
+    cases = _cases(merchants, now)
+    return DemoResult(
+        staff=staff,
+        merchants=Merchant.objects.count(),
+        terminals=Terminal.objects.count(),
+        cases=cases,
+    )

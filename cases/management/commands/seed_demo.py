@@ -1,0 +1,30 @@
+"""Load the demo registry, staff users per role and cases in every state."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from cases.demo import demo_seed
+
+
+class Command(BaseCommand):
+    help = "Load demo data (idempotent) and print the demo staff logins."
+
+    def handle(self, *args, **options) -> None:
+        result = demo_seed()
+        self.stdout.write(
+            f"Demo registry: {result.merchants} merchants, {result.terminals} terminals; "
+            f"{result.cases} new demo case(s)."
+        )
+        self.stdout.write("Demo staff logins (http://127.0.0.1:8000/admin/):")
+        for username, password, role in result.staff:
+            self.stdout.write(f"  {username:<11} {password}   {role}")
+        if not settings.DEBUG:
+            self.stderr.write(
+                self.style.WARNING(
+                    "DEBUG is off: do not leave demo logins on a real server."
+                )
+            )
+        self.stdout.write(
+            "Demo merchant for the request form: merchant number 898000000000001, "
+            "USCC 91110000000000001H, legal representative 张伟, terminal SN0000000003."
+        )

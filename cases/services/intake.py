@@ -1,0 +1,577 @@
+"""The merchant's side of a case: file, verify identity, respond, withdraw."""
+
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from cases import events
+from cases.models import (
+    Case,
+    CaseEvent,
+    CaseState,
+    CaseTerminal,
+    Document,
+    Notification,
+    hash_secret,
+    new_token_salt,
+    token_for_salt,
+)
+from cases.notifications import case_recipients, notification_queue
+from cases.services.common import CaseActionError, case_apply_transition, case_lock
+from cases.uploads import CleanUpload
+from terminals.models import Binding, Merchant, Terminal
+
+logger = logging.getLogger(__name__)
+
+
+class IntakeRejected(Exception):
+    """The request does not match the registry; ``errors`` maps form fields to messages."""
+
+    def __init__(self, errors: dict[str, list]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass
+class IntakeFound:
+    merchant: Merchant
+    terminals: list[Terminal]
+    replacement_terminal: Terminal | None = None
+
+
+@dataclass
+class CaseFiling:
+    """What the merchant typed, already cleaned by the form."""
+
+    merchant: Merchant
+    terminals: list[Terminal]
+    uscc: str
+    legal_rep_name: str
+    applicant_name: str
+    applicant_is_legal_rep: bool
+    applicant_phone: str
+    applicant_email: str
+    reason: str
+    reason_detail: str = ""
+    close_account: bool = False
+    replacement_terminal: Terminal | None = None
+    language: str = "zh-hans"
+    client_ip: str | None = None
+    submission_key: str = ""
+    uploads: list[tuple[str, CleanUpload]] = field(default_factory=list)
+
+
+def _same_name(a: str, b: str) -> bool:
+    return "".join(a.split()).casefold() == "".join(b.split()).casefold()
+
+
+def intake_check(
+    *,
+    merchant_id: str,
+    uscc: str,
+    legal_rep_name: str,
+    serial_numbers: list[str],
+    close_account: bool,
+    replacement_serial_number: str,
+) -> IntakeFound:
+    """Check a request against the registry; raise IntakeRejected with form errors.
+
+    Messages never say whom a terminal belongs to when it is not this merchant's.
+    """
+    merchant = Merchant.objects.filter(merchant_id=merchant_id, uscc=uscc).first()
+    if merchant is None or not _same_name(merchant.legal_rep_name, legal_rep_name):
+        raise IntakeRejected(
+            {
+                None: [
+                    _(
+                        "The merchant number, unified social credit code and legal "
+                        "representative do not match our records. Check them against "
+                        "your business licence and merchant agreement."
+                    )
+                ]
+            }
+        )
+    if merchant.status != Merchant.Status.ACTIVE:
+        raise IntakeRejected({None: [_("This merchant account is closed.")]})
+
+    errors: dict[str, list] = {}
+    bound = {
+        b.terminal.serial_number: b.terminal
+        for b in Binding.objects.active()
+        .filter(merchant=merchant, terminal__serial_number__in=serial_numbers)
+        .select_related("terminal")
+    }
+    missing = [s for s in serial_numbers if s not in bound]
+    if missing:
+        errors.setdefault("serial_numbers", []).append(
+            ngettext(
+                "This terminal is not bound to your merchant number: %(serials)s",
+                "These terminals are not bound to your merchant number: %(serials)s",
+                len(missing),
+            )
+            % {"serials": ", ".join(missing)}
+        )
+    terminals = [bound[s] for s in serial_numbers if s in bound]
+
+    open_links = CaseTerminal.objects.filter(
+        terminal__in=terminals, is_open=True
+    ).select_related("terminal", "case")
+    busy = [
+        link.terminal.serial_number
+        for link in open_links
+        if not _stale_unverified(link.case)
+    ]
+    if busy:
+        errors.setdefault("serial_numbers", []).append(
+            _(
+                "There is already an open request for %(serials)s. Follow it with the "
+                "link in its e-mail, or withdraw it first."
+            )
+            % {"serials": ", ".join(sorted(busy))}
+        )
+
+    if close_account and not missing:
+        others = (
+            Binding.objects.active()
+            .filter(merchant=merchant)
+            .exclude(terminal__in=terminals)
+            .count()
+        )
+        if others:
+            errors.setdefault("close_account", []).append(
+                ngettext(
+                    "To close the account, list every terminal bound to it: %(count)d more terminal is bound to this merchant.",
+                    "To close the account, list every terminal bound to it: %(count)d more terminals are bound to this merchant.",
+                    others,
+                )
+                % {"count": others}
+            )
+
+    replacement = None
+    if replacement_serial_number:
+        replacement = (
+            Terminal.objects.filter(
+                serial_number=replacement_serial_number, status=Terminal.Status.IN_STOCK
+            )
+            .exclude(Exists(Binding.objects.active().filter(terminal=OuterRef("pk"))))
+            .first()
+        )
+        if replacement is None or replacement_serial_number in serial_numbers:
+            errors.setdefault("replacement_serial_number", []).append(
+                _(
+                    "This device is not available as a replacement. Check the serial number with your account manager."
+                )
+            )
+    if errors:
+        raise IntakeRejected(errors)
+    return IntakeFound(
+        merchant=merchant, terminals=terminals, replacement_terminal=replacement
+    )
+
+
+def _stale_unverified(case: Case) -> bool:
+    """An unverified case whose code has expired no longer blocks its terminals."""
+    return (
+        case.state == CaseState.PENDING_VERIFICATION
+        and case.code_expires_at is not None
+        and case.code_expires_at < timezone.now()
+    )
+
+
+def _new_code() -> str:
+    return f"{secrets.randbelow(10**6):06d}"
+
+
+def _code_hash(case: Case, code: str) -> str:
+    return hash_secret(f"code:{case.pk}:{code}")
+
+
+def _issue_code(case: Case, *, now) -> str:
+    """Set a fresh code on ``case`` (earlier codes stop working) and return it."""
+    code = _new_code()
+    case.code_hash = _code_hash(case, code)
+    case.code_expires_at = now + settings.CASE_VERIFICATION_CODE_TTL
+    case.code_attempts = 0
+    case.code_sent_at = now
+    return code
+
+
+def _queue_code(case: Case, code: str, *, sequence: int) -> None:
+    notification_queue(
+        kind=Notification.Kind.VERIFICATION_CODE,
+        # The code goes to the contact on file, never to an address from the form.
+        recipients=[case.merchant.contact_email],
+        case=case,
+        context={
+            "code": code,
+            "ttl_minutes": int(
+                settings.CASE_VERIFICATION_CODE_TTL.total_seconds() // 60
+            ),
+        },
+        dedupe_key=f"case:{case.pk}:code:{sequence}",
+    )
+
+
+def _supersede_stale(terminals: list[Terminal], *, now) -> None:
+    """Expire unverified cases whose code expired and that still hold these terminals."""
+    stale_ids = (
+        CaseTerminal.objects.filter(
+            terminal__in=terminals,
+            is_open=True,
+            case__state=CaseState.PENDING_VERIFICATION,
+            case__code_expires_at__lt=now,
+        )
+        .values_list("case_id", flat=True)
+        .distinct()
+    )
+    for case_id in list(stale_ids):
+        stale = case_lock(case_id=case_id)
+        if stale.state == CaseState.PENDING_VERIFICATION:
+            case_apply_transition(
+                case=stale,
+                name="expire",
+                note="superseded by a new request for the same terminal",
+                visible_to_merchant=True,
+            )
+
+
+def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
+    """File a request: store the documents, create the case and e-mail the code.
+
+    Returns the case and its tracking token. A repeat of the same form
+    (same submission key) returns the first case. On any failure nothing is
+    left behind: no row, no stored file, no e-mail.
+    """
+    salt = filing.submission_key or new_token_salt()
+    existing = Case.objects.filter(token_salt=salt).first()
+    if existing is not None:
+        _discard(filing.uploads)
+        return existing, token_for_salt(salt)
+
+    stored: list[tuple[str, CleanUpload, str]] = []
+    try:
+        for kind, upload in filing.uploads:
+            stored.append((kind, upload, upload.store()))
+        case = _case_create(filing=filing, salt=salt, stored=stored)
+    except IntegrityError:
+        _delete_stored(stored)
+        duplicate = Case.objects.filter(token_salt=salt).first()
+        if duplicate is not None:
+            return duplicate, token_for_salt(salt)
+        raise CaseActionError(
+            _("There is already an open request for one of these terminals.")
+        ) from None
+    except BaseException:
+        _delete_stored(stored)
+        raise
+    finally:
+        _discard(filing.uploads)
+    return case, token_for_salt(salt)
+
+
+@transaction.atomic
+def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
+    now = timezone.now()
+    _supersede_stale(filing.terminals, now=now)
+    token = token_for_salt(salt)
+    case = Case(
+        token_salt=salt,
+        token_hash=hash_secret(token),
+        merchant=filing.merchant,
+        uscc=filing.uscc,
+        legal_rep_name=filing.legal_rep_name,
+        applicant_name=filing.applicant_name,
+        applicant_is_legal_rep=filing.applicant_is_legal_rep,
+        applicant_phone=filing.applicant_phone,
+        applicant_email=filing.applicant_email,
+        reason=filing.reason,
+        reason_detail=filing.reason_detail,
+        close_account=filing.close_account,
+        replacement_terminal=filing.replacement_terminal,
+        language=filing.language,
+        client_ip=filing.client_ip,
+    )
+    case.save()
+    case.reference = f"UB-{timezone.localtime(now):%Y}-{case.pk:06d}"
+    code = _issue_code(case, now=now)
+    case.save(
+        update_fields=[
+            "reference",
+            "code_hash",
+            "code_expires_at",
+            "code_attempts",
+            "code_sent_at",
+        ]
+    )
+    CaseTerminal.objects.bulk_create(
+        [CaseTerminal(case=case, terminal=t, is_open=True) for t in filing.terminals]
+    )
+    documents = Document.objects.bulk_create(
+        [
+            Document(
+                case=case,
+                kind=kind,
+                file=name,
+                original_name=upload.original_name,
+                size=upload.size,
+                sha256=upload.sha256,
+                content_type=upload.content_type,
+            )
+            for kind, upload, name in stored
+        ]
+    )
+    events.event_record(
+        case=case,
+        type=CaseEvent.Type.FILED,
+        actor="merchant",
+        client_ip=filing.client_ip,
+        visible_to_merchant=True,
+        to_state=case.state,
+        payload={
+            "terminals": [t.serial_number for t in filing.terminals],
+            "documents": len(documents),
+            "reason": filing.reason,
+        },
+    )
+    events.event_record(
+        case=case,
+        type=CaseEvent.Type.CODE_SENT,
+        actor=None,
+        payload={"to": "contact_on_file"},
+    )
+    _queue_code(case, code, sequence=1)
+    return case
+
+
+def _discard(uploads) -> None:
+    for _kind, upload in uploads:
+        upload.discard()
+
+
+def _delete_stored(stored) -> None:
+    from django.core.files.storage import default_storage
+
+    for _kind, _upload, name in stored:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("could not delete stored upload %s", name)
+
+
+def case_token_for_submission(*, key: str) -> str | None:
+    """Return the token of the case a form submission already created, if any."""
+    if not key or len(key) != 32:
+        return None
+    if Case.objects.filter(token_salt=key).exists():
+        return token_for_salt(key)
+    return None
+
+
+def case_get_by_token(*, token: str) -> Case | None:
+    return (
+        Case.objects.select_related("merchant")
+        .filter(token_hash=hash_secret(token or ""))
+        .first()
+    )
+
+
+class VerificationResult:
+    OK = "ok"
+    WRONG = "wrong"
+    EXPIRED = "expired"
+    LOCKED = "locked"
+    NOT_PENDING = "not_pending"
+
+
+def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str:
+    """Check the code; on success the case enters the review queue and the receipt is sent."""
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        if case.state != CaseState.PENDING_VERIFICATION:
+            return VerificationResult.NOT_PENDING
+        now = timezone.now()
+        if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
+            return VerificationResult.LOCKED
+        if (
+            not case.code_hash
+            or case.code_expires_at is None
+            or case.code_expires_at < now
+        ):
+            return VerificationResult.EXPIRED
+        if not hmac.compare_digest(case.code_hash, _code_hash(case, code)):
+            case.code_attempts += 1
+            case.save(update_fields=["code_attempts", "updated_at"])
+            events.event_record(
+                case=case,
+                type=CaseEvent.Type.CODE_FAILED,
+                actor="merchant",
+                client_ip=client_ip,
+                payload={"attempts": case.code_attempts},
+            )
+            if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
+                return VerificationResult.LOCKED
+            return VerificationResult.WRONG
+        case.code_hash = ""
+        case.code_expires_at = None
+        case.submitted_at = now
+        case.review_due_at = now + settings.CASE_REVIEW_DUE
+        case_apply_transition(
+            case=case,
+            name="verify",
+            actor="merchant",
+            client_ip=client_ip,
+            update_fields=(
+                "code_hash",
+                "code_expires_at",
+                "submitted_at",
+                "review_due_at",
+            ),
+        )
+        notification_queue(
+            kind=Notification.Kind.RECEIPT,
+            recipients=case_recipients(case),
+            case=case,
+            dedupe_key=f"case:{case.pk}:receipt",
+        )
+    return VerificationResult.OK
+
+
+def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
+    """E-mail a new code to the contact on file; False if asked again too soon."""
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        if case.state != CaseState.PENDING_VERIFICATION:
+            raise CaseActionError(_("This request no longer needs a code."))
+        now = timezone.now()
+        if (
+            case.code_sent_at
+            and now - case.code_sent_at < settings.CASE_VERIFICATION_RESEND_INTERVAL
+        ):
+            return False
+        code = _issue_code(case, now=now)
+        case.save(
+            update_fields=[
+                "code_hash",
+                "code_expires_at",
+                "code_attempts",
+                "code_sent_at",
+                "updated_at",
+            ]
+        )
+        sequence = case.events.filter(type=CaseEvent.Type.CODE_SENT).count() + 1
+        events.event_record(
+            case=case,
+            type=CaseEvent.Type.CODE_SENT,
+            actor="merchant",
+            client_ip=client_ip,
+            payload={"to": "contact_on_file", "sequence": sequence},
+        )
+        _queue_code(case, code, sequence=sequence)
+    return True
+
+
+def case_respond(
+    *,
+    case_id: int,
+    message: str,
+    uploads: list[tuple[str, CleanUpload]],
+    client_ip: str | None = None,
+) -> Case:
+    """The merchant answers a request for information; the case returns to the queue."""
+    stored: list[tuple[str, CleanUpload, str]] = []
+    try:
+        with transaction.atomic():
+            case = case_lock(case_id=case_id)
+            if case.state != CaseState.INFO_REQUESTED:
+                raise CaseActionError(_("This request is not waiting for your answer."))
+            for kind, upload in uploads:
+                stored.append((kind, upload, upload.store()))
+            for kind, upload, name in stored:
+                document = Document.objects.create(
+                    case=case,
+                    kind=kind,
+                    file=name,
+                    original_name=upload.original_name,
+                    size=upload.size,
+                    sha256=upload.sha256,
+                    content_type=upload.content_type,
+                )
+                events.event_record(
+                    case=case,
+                    type=CaseEvent.Type.DOCUMENT_ADDED,
+                    actor="merchant",
+                    client_ip=client_ip,
+                    visible_to_merchant=True,
+                    payload={
+                        "document": document.pk,
+                        "kind": kind,
+                        "name": upload.original_name,
+                    },
+                )
+            if message:
+                events.event_record(
+                    case=case,
+                    type=CaseEvent.Type.MESSAGE,
+                    actor="merchant",
+                    note=message,
+                    client_ip=client_ip,
+                    visible_to_merchant=True,
+                )
+            now = timezone.now()
+            case.review_due_at = now + settings.CASE_REVIEW_DUE
+            case_apply_transition(
+                case=case,
+                name="respond",
+                actor="merchant",
+                client_ip=client_ip,
+                update_fields=("review_due_at",),
+            )
+    except BaseException:
+        _delete_stored(stored)
+        raise
+    finally:
+        _discard(uploads)
+    return case
+
+
+def case_withdraw(
+    *, case_id: int, client_ip: str | None = None, actor="merchant", note: str = ""
+) -> Case:
+    """Withdraw a case before approval and tell the merchant."""
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        if not case.is_withdrawable:
+            raise CaseActionError(
+                _("This request can no longer be withdrawn: it is %(state)s.")
+                % {"state": case.get_state_display()}
+            )
+        was_verified = case.state != CaseState.PENDING_VERIFICATION
+        case_apply_transition(
+            case=case, name="withdraw", actor=actor, client_ip=client_ip, note=note
+        )
+        if was_verified:
+            notification_queue(
+                kind=Notification.Kind.WITHDRAWN,
+                recipients=case_recipients(case),
+                case=case,
+                dedupe_key=f"case:{case.pk}:withdrawn",
+            )
+    return case
+
+
+def resend_wait_seconds(case: Case) -> int:
+    if not case.code_sent_at:
+        return 0
+    left = (
+        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
+    )
+    return max(0, int(left / timedelta(seconds=1)))
