@@ -1,0 +1,235 @@
+"""Reads for the staff side: the case queue, the dashboard and a case's impact."""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from cases.models import CLOSED_STATES, Case, CaseState, CaseTerminal
+from terminals.models import Binding, Merchant, Terminal, Transaction
+
+
+def _terminal_count_subquery() -> Subquery:
+    # A correlated subquery rather than Count() with GROUP BY: the database
+    # evaluates it only for the rows of the page, not for the whole table.
+    return Coalesce(
+        Subquery(
+            CaseTerminal.objects.filter(case=OuterRef("pk"))
+            .order_by()
+            .values("case")
+            .annotate(n=Count("pk"))
+            .values("n"),
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
+
+
+def case_list_for_staff(
+    *,
+    user=None,
+    state: str | None = None,
+    overdue: bool = False,
+    assigned_to_me: bool = False,
+    unassigned: bool = False,
+    now=None,
+):
+    """Return the staff queue: cases with merchant and assignee joined and the
+    number of terminals annotated, ordered by review due date."""
+    queryset = (
+        Case.objects.select_related("merchant", "assigned_to")
+        .annotate(terminal_count=_terminal_count_subquery())
+        .order_by("review_due_at", "pk")
+    )
+    if state:
+        queryset = queryset.filter(state=state)
+    if overdue:
+        queryset = queryset.overdue(now=now)
+    if assigned_to_me and user is not None:
+        queryset = queryset.filter(assigned_to=user)
+    if unassigned:
+        queryset = queryset.filter(assigned_to__isnull=True)
+    return queryset
+
+
+@dataclass
+class DashboardCounts:
+    per_state: list[tuple[str, str, int]]
+    overdue: int
+    my_queue: int
+    unassigned: int
+    completed_this_week: int
+    total_open: int
+
+
+def case_dashboard_counts(*, user, now=None) -> DashboardCounts:
+    """Count cases per state, overdue, in the user's queue and completed this week.
+
+    Four indexed queries whatever the number of cases.
+    """
+    now = now or timezone.now()
+    by_state = dict(
+        Case.objects.order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+        .values_list("state", "n")
+    )
+    per_state = [
+        (value, str(label), by_state.get(value, 0))
+        for value, label in CaseState.choices
+    ]
+    local_now = timezone.localtime(now)
+    week_start = (local_now - timedelta(days=local_now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    overdue = Case.objects.overdue(now=now).count()
+    my_queue = (
+        Case.objects.filter(assigned_to=user).exclude(state__in=CLOSED_STATES).count()
+        if user is not None and user.is_authenticated
+        else 0
+    )
+    completed_this_week = Case.objects.filter(
+        state=CaseState.COMPLETED, closed_at__gte=week_start
+    ).count()
+    unassigned = by_state.get(CaseState.SUBMITTED, 0)
+    total_open = sum(n for value, n in by_state.items() if value not in CLOSED_STATES)
+    return DashboardCounts(
+        per_state=per_state,
+        overdue=overdue,
+        my_queue=my_queue,
+        unassigned=unassigned,
+        completed_this_week=completed_this_week,
+        total_open=total_open,
+    )
+
+
+@dataclass
+class TerminalImpact:
+    terminal: Terminal
+    binding: Binding | None
+    # True when the terminal is bound to the case's merchant right now.
+    bound_to_merchant: bool
+    unsettled_count: int = 0
+    unsettled_total: Decimal = Decimal("0.00")
+
+
+@dataclass
+class CaseImpact:
+    terminals: list[TerminalImpact] = field(default_factory=list)
+    unsettled_count: int = 0
+    unsettled_total: Decimal = Decimal("0.00")
+    close_account: bool = False
+    # Terminals of the merchant bound now but not named in the case; closing
+    # the account leaves them without a merchant.
+    other_bound_count: int = 0
+    replacement: Terminal | None = None
+    replacement_binding: Binding | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        return [
+            t.terminal.serial_number for t in self.terminals if not t.bound_to_merchant
+        ]
+
+
+def case_impact(*, case: Case) -> CaseImpact:
+    """Describe what approving ``case`` will do: the consequences step.
+
+    Which terminals will be unbound (with their current binding), the
+    unsettled transactions settled first (counted and summed by the database),
+    whether the account is closed, and the replacement device.
+    """
+    terminals = list(
+        Terminal.objects.filter(case_links__case=case).order_by("serial_number")
+    )
+    terminal_ids = [t.pk for t in terminals]
+    bindings = {
+        b.terminal_id: b
+        for b in Binding.objects.active()
+        .filter(terminal_id__in=terminal_ids)
+        .select_related("merchant")
+    }
+    unsettled = {
+        row["terminal_id"]: row
+        for row in Transaction.objects.filter(
+            terminal_id__in=terminal_ids, settled=False
+        )
+        .order_by()
+        .values("terminal_id")
+        .annotate(n=Count("pk"), total=Sum("amount"))
+    }
+    impact = CaseImpact(close_account=case.close_account)
+    for terminal in terminals:
+        binding = bindings.get(terminal.pk)
+        row = unsettled.get(terminal.pk, {})
+        item = TerminalImpact(
+            terminal=terminal,
+            binding=binding,
+            bound_to_merchant=binding is not None
+            and binding.merchant_id == case.merchant_id,
+            unsettled_count=row.get("n", 0),
+            unsettled_total=row.get("total") or Decimal("0.00"),
+        )
+        impact.terminals.append(item)
+        impact.unsettled_count += item.unsettled_count
+        impact.unsettled_total += item.unsettled_total
+    if case.close_account:
+        impact.other_bound_count = (
+            Binding.objects.active()
+            .filter(merchant_id=case.merchant_id)
+            .exclude(terminal_id__in=terminal_ids)
+            .count()
+        )
+    if case.replacement_terminal_id:
+        impact.replacement = case.replacement_terminal
+        impact.replacement_binding = (
+            Binding.objects.active()
+            .filter(terminal_id=case.replacement_terminal_id)
+            .select_related("merchant")
+            .first()
+        )
+    return impact
+
+
+# At most this many merchants or cases come from one search branch; a term
+# that matches more is too vague to be useful in a queue anyway.
+SEARCH_BRANCH_LIMIT = 500
+
+
+def case_search_filter(*, term: str) -> Q:
+    """Return a filter for cases whose reference, merchant number, merchant name
+    (prefix) or terminal serial number matches ``term``.
+
+    Each branch is an exact or prefix lookup on a unique or indexed column,
+    resolved to a short list of ids first, so the final query is an OR of
+    index lookups on the case table rather than LIKE over joins.
+    """
+    term = term.strip()
+    if not term:
+        return Q()
+    conditions = Q(reference=term.upper())
+    if term.isdigit():
+        merchants = (
+            Merchant.objects.filter(merchant_id=term)
+            if len(term) == 15
+            else Merchant.objects.filter(merchant_id__startswith=term)
+        )
+    else:
+        merchants = Merchant.objects.filter(name__startswith=term)
+    merchant_ids = list(
+        merchants.order_by().values_list("pk", flat=True)[:SEARCH_BRANCH_LIMIT]
+    )
+    if merchant_ids:
+        conditions |= Q(merchant_id__in=merchant_ids)
+    if not term.isdigit():
+        case_ids = list(
+            CaseTerminal.objects.filter(terminal__serial_number=term.upper())
+            .order_by()
+            .values_list("case_id", flat=True)[:SEARCH_BRANCH_LIMIT]
+        )
+        if case_ids:
+            conditions |= Q(pk__in=case_ids)
+    return conditions

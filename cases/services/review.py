@@ -1,0 +1,425 @@
+"""The staff side of a case: assignment, document review and the staff transitions.
+
+Every use case runs in one transaction with the case row locked, so two staff
+acting on the same case at the same moment are serialised: the second one
+sees the state the first one left and is refused with a message.
+
+Rules on top of the fsm ``permission=`` of ``cases.models`` (written down in
+``docs/review.md``):
+
+- Auditors read everything and change nothing: any member of the Auditor
+  group is refused every change, whatever other group they are in.
+- ``start_review`` (Reviewer or Approver) assigns the case to the actor.
+- While a case is ``in_review`` only the user it is assigned to may review
+  its documents, request information, recommend or reject it. Anyone else
+  with the Reviewer or Approver role must first take it over explicitly with
+  ``case_assign`` ("assign to me"), which is recorded in the timeline.
+- ``approve`` needs the Approver group and is refused to the user who
+  recommended the case (maker-checker). While a case awaits approval only an
+  approver decides: approve, send back or reject.
+- ``retry`` needs the Operations group.
+- The note of ``request_info`` and ``reject`` is required, shown to the
+  merchant and e-mailed. A note given with any other transition stays
+  staff-only: that event is hidden from the merchant.
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import can_proceed
+
+from cases import events, roles
+from cases.models import Case, CaseEvent, CaseState, Document, Notification
+from cases.notifications import case_recipients, notification_queue
+from cases.services import execution
+from cases.services.common import CaseActionError, case_apply_transition, case_lock
+
+# The transitions staff perform, in the order their buttons are shown.
+STAFF_TRANSITIONS = (
+    "start_review",
+    "request_info",
+    "recommend",
+    "send_back",
+    "approve",
+    "reject",
+    "retry",
+)
+# Their note is shown to the merchant and e-mailed, so it cannot be blank.
+NOTE_REQUIRED = frozenset({"request_info", "reject"})
+# While in review, only the assignee may do these.
+ASSIGNEE_ONLY = frozenset({"request_info", "recommend", "reject"})
+# States in which a case can be (re)assigned.
+ASSIGNABLE_STATES = (
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.INFO_REQUESTED,
+    CaseState.AWAITING_APPROVAL,
+)
+
+
+def is_auditor(user) -> bool:
+    """Tell whether ``user`` is a member of the read-only Auditor group.
+
+    Checked on real membership: ``roles.user_in_group`` treats superusers as
+    members of every group, which would make every superuser read-only.
+    """
+    if user is None or user.is_superuser:
+        return False
+    return roles.user_in_group(user, roles.AUDITOR)
+
+
+def is_case_staff(user) -> bool:
+    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
+    return not is_auditor(user) and (
+        roles.user_in_group(user, roles.REVIEWER)
+        or roles.user_in_group(user, roles.APPROVER)
+    )
+
+
+def _refuse_auditor(actor) -> None:
+    if is_auditor(actor):
+        raise PermissionDenied(_("Auditors can read cases but not change them."))
+
+
+# --- transitions ---------------------------------------------------------------
+
+
+def missing_for_recommendation(case: Case) -> list[str]:
+    """Return, in words, what keeps ``case`` from being recommended (empty if nothing)."""
+    documents = [d for d in case.documents.all() if d.kind != Document.Kind.DATA_EXPORT]
+    accepted = {
+        d.kind for d in documents if d.review_status == Document.ReviewStatus.ACCEPTED
+    }
+    problems: list[str] = []
+    for kind in case.required_document_kinds():
+        if kind not in accepted:
+            problems.append(
+                str(
+                    _("no accepted document of kind “%(kind)s”")
+                    % {"kind": Document.Kind(kind).label}
+                )
+            )
+    pending = [d for d in documents if d.review_status == Document.ReviewStatus.PENDING]
+    for document in pending:
+        problems.append(
+            str(_("“%(name)s” is not reviewed yet") % {"name": document.original_name})
+        )
+    return problems
+
+
+def case_transition_check(*, case: Case, name: str, actor) -> None:
+    """Raise if ``actor`` may not apply transition ``name`` to ``case`` now.
+
+    ``CaseActionError`` (with a message for the user) when the case's state
+    or content does not allow it, ``PermissionDenied`` when the user may not.
+    Nothing is changed. The same check drives the admin's buttons.
+    """
+    if name not in STAFF_TRANSITIONS:
+        raise CaseActionError(_("Unknown action."))
+    _refuse_auditor(actor)
+    method = getattr(case, name)
+    if not can_proceed(method, check_conditions=False):
+        raise CaseActionError(
+            _("This case is %(state)s; it cannot be changed that way now.")
+            % {"state": case.get_state_display()}
+        )
+    # The fsm permission alone, without the conditions (checked below with words).
+    if not method._django_fsm.has_transition_perm(case, case.state, actor):
+        if name == "approve" and case.recommended_by_id == actor.pk:
+            raise PermissionDenied(
+                _("You recommended this case, so a different approver must approve it.")
+            )
+        raise PermissionDenied(_("Your role does not allow this on this case."))
+    if name == "approve" and case.recommended_by_id == actor.pk:
+        # Also enforced by the fsm permission; kept here so that a change
+        # there cannot silently drop the maker-checker rule.
+        raise PermissionDenied(
+            _("You recommended this case, so a different approver must approve it.")
+        )
+    if case.state == CaseState.AWAITING_APPROVAL and not roles.user_in_group(
+        actor, roles.APPROVER
+    ):
+        raise PermissionDenied(_("Only an approver decides on a recommended case."))
+    if (
+        case.state == CaseState.IN_REVIEW
+        and name in ASSIGNEE_ONLY
+        and case.assigned_to_id != actor.pk
+    ):
+        raise CaseActionError(
+            _(
+                "This case is assigned to %(user)s. Take it over with "
+                "“Assign to me” first."
+            )
+            % {"user": case.assigned_to or _("nobody")}
+        )
+    if name == "recommend":
+        missing = missing_for_recommendation(case)
+        if missing:
+            raise CaseActionError(
+                _("It cannot be recommended yet: %(missing)s.")
+                % {"missing": "; ".join(missing)}
+            )
+
+
+def case_transitions_for_user(*, case: Case, user) -> list[str]:
+    """Return the staff transitions ``user`` may apply to ``case`` now, in button order."""
+    allowed = []
+    for name in STAFF_TRANSITIONS:
+        try:
+            case_transition_check(case=case, name=name, actor=user)
+        except (CaseActionError, PermissionDenied):
+            continue
+        allowed.append(name)
+    return allowed
+
+
+def case_transition(
+    *,
+    case_id: int,
+    name: str,
+    actor,
+    note: str = "",
+    client_ip: str | None = None,
+) -> Case:
+    """Apply the staff transition ``name`` to the case as ``actor`` and return it.
+
+    Locks the case, checks the rules above, applies the transition with its
+    audit event and queues its side effects (e-mail, execution) after commit.
+    """
+    note = (note or "").strip()
+    if name in NOTE_REQUIRED and not note:
+        raise CaseActionError(
+            _("Write a note: it is shown to the merchant and e-mailed.")
+        )
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        case_transition_check(case=case, name=name, actor=actor)
+
+        now = timezone.now()
+        update_fields: list[str] = []
+        if name == "start_review":
+            case.assigned_to = actor
+            update_fields.append("assigned_to")
+        elif name == "request_info":
+            case.info_requested_at = now
+            case.info_reminded_at = None
+            update_fields += ["info_requested_at", "info_reminded_at"]
+        elif name == "recommend":
+            case.recommended_by = actor
+            update_fields.append("recommended_by")
+        elif name == "send_back":
+            case.recommended_by = None
+            update_fields.append("recommended_by")
+        elif name == "approve":
+            case.approved_by = actor
+            case.approved_at = now
+            case.execution_queued_at = now
+            update_fields += ["approved_by", "approved_at", "execution_queued_at"]
+        elif name == "reject":
+            case.decision_note = note
+            update_fields.append("decision_note")
+        elif name == "retry":
+            case.failure_step = ""
+            case.failure_reason = ""
+            case.execution_queued_at = now
+            update_fields += ["failure_step", "failure_reason", "execution_queued_at"]
+
+        case_apply_transition(
+            case=case,
+            name=name,
+            actor=actor,
+            note=note,
+            client_ip=client_ip,
+            update_fields=tuple(update_fields),
+            visible_to_merchant=name in NOTE_REQUIRED or not note,
+        )
+
+        if name in NOTE_REQUIRED:
+            event = CaseEvent.objects.filter(case=case).order_by("-pk").first()
+            kind = (
+                Notification.Kind.INFO_REQUESTED
+                if name == "request_info"
+                else Notification.Kind.REJECTED
+            )
+            notification_queue(
+                kind=kind,
+                recipients=case_recipients(case),
+                case=case,
+                context={"note": note},
+                dedupe_key=f"case:{case.pk}:{kind}:{event.pk}",
+            )
+        if name in ("approve", "retry"):
+            execution.execution_dispatch(case_id=case.pk)
+    return case
+
+
+# --- assignment ------------------------------------------------------------------
+
+
+def case_assign(*, case_id: int, actor, assignee) -> Case:
+    """Assign the case to ``assignee`` (usually the actor: "assign to me").
+
+    Taking over a case assigned to someone else is allowed and recorded.
+    Assigning to another user is for approvers (they dispatch the queue), and
+    only to a Reviewer or Approver.
+    """
+    _refuse_auditor(actor)
+    if not is_case_staff(actor):
+        raise PermissionDenied(_("Your role does not allow assigning cases."))
+    if assignee is None or not assignee.is_active or not assignee.is_staff:
+        raise CaseActionError(_("Choose an active staff user."))
+    if assignee.pk != actor.pk:
+        if not roles.user_in_group(actor, roles.APPROVER):
+            raise PermissionDenied(_("Only approvers assign cases to others."))
+        if not is_case_staff(assignee):
+            raise CaseActionError(
+                _("%(user)s is not a reviewer or approver.") % {"user": assignee}
+            )
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        if case.state not in ASSIGNABLE_STATES:
+            raise CaseActionError(
+                _("This case is %(state)s; it cannot be assigned now.")
+                % {"state": case.get_state_display()}
+            )
+        if case.assigned_to_id == assignee.pk:
+            return case
+        previous = case.assigned_to
+        case.assigned_to = assignee
+        case.save(update_fields=["assigned_to", "updated_at"])
+        events.event_record(
+            case=case,
+            type=CaseEvent.Type.ASSIGNED,
+            actor=actor,
+            payload={
+                "from": previous.get_username() if previous else None,
+                "to": assignee.get_username(),
+            },
+        )
+    return case
+
+
+# --- documents -------------------------------------------------------------------
+
+
+class DocumentDecision:
+    ACCEPT = "accept"
+    REJECT = "reject"
+    CHOICES = (
+        (ACCEPT, _("Accept")),
+        (REJECT, _("Reject")),
+    )
+
+
+def document_review(
+    *, document_id: int, decision: str, note: str = "", actor
+) -> Document:
+    """Accept or reject one document of a case in review; reviewing again overrides.
+
+    A rejection needs a note (the reason). Only the reviewer the case is
+    assigned to may review its documents, and only while it is in review.
+    """
+    note = (note or "").strip()
+    if decision not in (DocumentDecision.ACCEPT, DocumentDecision.REJECT):
+        raise CaseActionError(_("Choose accept or reject."))
+    if decision == DocumentDecision.REJECT and not note:
+        raise CaseActionError(_("Say why the document is rejected."))
+    _refuse_auditor(actor)
+    if not is_case_staff(actor):
+        raise PermissionDenied(_("Your role does not allow reviewing documents."))
+    case_id = (
+        Document.objects.filter(pk=document_id)
+        .values_list("case_id", flat=True)
+        .first()
+    )
+    if case_id is None:
+        raise CaseActionError(_("This document does not exist."))
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        document = Document.objects.select_for_update().get(pk=document_id)
+        if case.state != CaseState.IN_REVIEW:
+            raise CaseActionError(
+                _(
+                    "Documents are reviewed while the case is in review; it is %(state)s."
+                )
+                % {"state": case.get_state_display()}
+            )
+        if case.assigned_to_id != actor.pk:
+            raise CaseActionError(
+                _(
+                    "This case is assigned to %(user)s. Take it over with "
+                    "“Assign to me” first."
+                )
+                % {"user": case.assigned_to or _("nobody")}
+            )
+        if document.kind == Document.Kind.DATA_EXPORT:
+            raise CaseActionError(_("The transaction export is not reviewed."))
+        previous = document.review_status
+        document.review_status = (
+            Document.ReviewStatus.ACCEPTED
+            if decision == DocumentDecision.ACCEPT
+            else Document.ReviewStatus.REJECTED
+        )
+        document.review_note = note
+        document.reviewed_by = actor
+        document.reviewed_at = timezone.now()
+        document.save(
+            update_fields=["review_status", "review_note", "reviewed_by", "reviewed_at"]
+        )
+        events.event_record(
+            case=case,
+            type=CaseEvent.Type.DOCUMENT_REVIEWED,
+            actor=actor,
+            note=note,
+            payload={
+                "document_id": document.pk,
+                "kind": document.kind,
+                "name": document.original_name,
+                "decision": document.review_status,
+                "previous": previous,
+            },
+        )
+    return document
+
+
+# --- fees ------------------------------------------------------------------------
+
+
+def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
+    """State the fees the unbinding will cost; shown to the merchant.
+
+    Only the assignee, while the case is in review.
+    """
+    text = (text or "").strip()
+    _refuse_auditor(actor)
+    if not is_case_staff(actor):
+        raise PermissionDenied(_("Your role does not allow stating fees."))
+    with transaction.atomic():
+        case = case_lock(case_id=case_id)
+        if case.state != CaseState.IN_REVIEW:
+            raise CaseActionError(
+                _("Fees are stated while the case is in review; it is %(state)s.")
+                % {"state": case.get_state_display()}
+            )
+        if case.assigned_to_id != actor.pk:
+            raise CaseActionError(
+                _(
+                    "This case is assigned to %(user)s. Take it over with "
+                    "“Assign to me” first."
+                )
+                % {"user": case.assigned_to or _("nobody")}
+            )
+        if case.fees_statement == text:
+            return case
+        case.fees_statement = text
+        case.save(update_fields=["fees_statement", "updated_at"])
+        events.event_record(
+            case=case,
+            type=CaseEvent.Type.MESSAGE,
+            actor=actor,
+            note=text,
+            payload={"fees_statement": True},
+            visible_to_merchant=True,
+        )
+    return case
