@@ -18,6 +18,7 @@ from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
 from cases.models import CaseEvent, CaseState
 from cases.services import intake
 from cases.services.common import CaseActionError
+from cases.uploads import limit_upload_size
 from config.throttling import client_ip, throttle
 
 
@@ -40,6 +41,7 @@ def _case_or_404(token: str):
 @never_cache
 @require_http_methods(["GET", "POST"])
 @throttle("request_new", methods=("POST",), extra_keys=_merchant_key)
+@limit_upload_size
 def request_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         # The same form posted again (double click, retry) leads to its first case.
@@ -211,6 +213,7 @@ def request_detail(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_POST
 @throttle("tracking", extra_keys=_token_key)
+@limit_upload_size
 def request_respond(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if case.state != CaseState.INFO_REQUESTED:

@@ -56,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, whose check would read an oversized body first.
+    "cases.uploads.UploadLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -154,6 +156,12 @@ FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # Uploads larger than this are streamed to a temporary file, never held whole.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+FILE_UPLOAD_HANDLERS = [
+    # Stops reading at the request and per-file limits below.
+    "cases.uploads.RequestSizeLimitUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # Limits on merchant uploads (bytes).
@@ -198,6 +206,18 @@ CASE_DOCUMENT_RETENTION = timedelta(
 OUTBOX_SWEEP_AFTER = timedelta(
     seconds=env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=120)
 )
+# Execution: temporary errors (database connection, lock timeout) are retried
+# with exponential backoff and full jitter (base, cap in seconds) this many
+# times; then the case fails at its step and Operations is e-mailed.
+EXECUTION_MAX_RETRIES = env.int("EXECUTION_MAX_RETRIES", default=8)
+EXECUTION_RETRY_BACKOFF = env.int("EXECUTION_RETRY_BACKOFF_SECONDS", default=2)
+EXECUTION_RETRY_BACKOFF_MAX = env.int("EXECUTION_RETRY_BACKOFF_MAX_SECONDS", default=300)
+# E-mail: SMTP errors are retried the same way, then the notice is marked failed.
+NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=12)
+NOTIFICATION_RETRY_BACKOFF = env.int("NOTIFICATION_RETRY_BACKOFF_SECONDS", default=5)
+NOTIFICATION_RETRY_BACKOFF_MAX = env.int(
+    "NOTIFICATION_RETRY_BACKOFF_MAX_SECONDS", default=600
+)
 
 # Throttles for public endpoints: "<count>/<seconds>" per client address.
 THROTTLE_RATES = {
@@ -227,6 +247,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# On a lost broker connection, unacknowledged (acks_late) tasks go back to the
+# queue instead of finishing unacknowledged; the steps make a rerun harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A task whose worker vanished is redelivered after this many seconds.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
