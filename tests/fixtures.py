@@ -1,5 +1,7 @@
 """Fixtures shared by every test module (registered in tests/conftest.py)."""
 
+import importlib
+
 import pytest
 from django.contrib.auth.models import Group
 
@@ -17,7 +19,18 @@ def bound_terminal(merchant):
     return factories.BindingFactory(merchant=merchant).terminal
 
 
+def ensure_staff_groups() -> None:
+    """Recreate the contract's groups if a transactional test flushed them."""
+    if Group.objects.filter(name__in=roles.ALL).count() == len(roles.ALL):
+        return
+    from django.apps import apps
+
+    migration = importlib.import_module("cases.migrations.0002_staff_groups")
+    migration.create_groups(apps, None)
+
+
 def _staff(username: str, group: str | None):
+    ensure_staff_groups()
     user = factories.UserFactory(username=username, is_staff=True)
     if group:
         user.groups.add(Group.objects.get(name=group))
