@@ -24,9 +24,20 @@ def ensure_staff_groups() -> None:
     if Group.objects.filter(name__in=roles.ALL).count() == len(roles.ALL):
         return
     from django.apps import apps
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.auth.models import Permission
 
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0)
     migration = importlib.import_module("cases.migrations.0002_staff_groups")
-    migration.create_groups(apps, None)
+    for name, codenames in migration.GROUPS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set(
+            [
+                Permission.objects.get(content_type__app_label=app, codename=codename)
+                for app, codename in codenames
+            ]
+        )
 
 
 def _staff(username: str, group: str | None):
