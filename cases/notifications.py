@@ -10,16 +10,21 @@ Templates: ``templates/emails/<kind>.subject.txt``, ``<kind>.txt`` and
 """
 
 import logging
+import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from cases.models import Case, Notification
 
 logger = logging.getLogger(__name__)
+
+# Notices re-queued per sweep; the rest wait for the next sweep.
+SWEEP_BATCH_SIZE = 500
 
 # Context keys that must not outlive the delivery of the notice.
 SECRET_CONTEXT_KEYS = ("code", "tracking_url")
@@ -68,6 +73,27 @@ def notification_queue(
     return notification
 
 
+def notification_queue_many(*, notifications: list[Notification]) -> list[Notification]:
+    """Record several unsaved notices at once (two queries) and dispatch them.
+
+    Idempotent by ``dedupe_key`` like ``notification_queue``: rows that
+    already exist are kept as they are; the pending ones are dispatched again,
+    which is harmless since a notice is sent at most once.
+    """
+    if not notifications:
+        return []
+    Notification.objects.bulk_create(notifications, ignore_conflicts=True)
+    rows = list(
+        Notification.objects.filter(
+            dedupe_key__in=[n.dedupe_key for n in notifications]
+        ).order_by("pk")
+    )
+    for row in rows:
+        if row.status == Notification.Status.PENDING:
+            notification_dispatch(notification_id=row.pk)
+    return rows
+
+
 def notification_dispatch(*, notification_id: int) -> None:
     """Queue delivery after the current transaction commits.
 
@@ -82,6 +108,7 @@ def notification_dispatch(*, notification_id: int) -> None:
             logger.warning(
                 "broker unavailable; notification %s left for the sweeper",
                 notification_id,
+                exc_info=True,
             )
 
     transaction.on_commit(_send)
@@ -95,6 +122,8 @@ def render_notification(notification: Notification) -> tuple[str, str, str]:
         "site_url": settings.SITE_URL.rstrip("/"),
         **notification.context,
     }
+    if notification.kind == Notification.Kind.OVERDUE_DIGEST:
+        context["overdue_cases"] = _overdue_cases(notification.context)
     base = f"emails/{notification.kind}"
     with translation.override(notification.language):
         subject = render_to_string(f"{base}.subject.txt", context).strip()
@@ -105,6 +134,17 @@ def render_notification(notification: Notification) -> tuple[str, str, str]:
         text = render_to_string(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)
     return subject, text, html
+
+
+def _overdue_cases(context: dict) -> list[Case]:
+    """The digest's cases as they are now (states read in the digest's language)."""
+    if "overdue_cases" in context:  # staff preview passes unsaved samples
+        return context["overdue_cases"]
+    return list(
+        Case.objects.filter(pk__in=context.get("case_ids", []))
+        .select_related("assigned_to")
+        .order_by("review_due_at", "pk")
+    )
 
 
 def build_message(notification: Notification) -> EmailMultiAlternatives:
@@ -141,7 +181,7 @@ def notification_send(*, notification_id: int) -> bool:
     error: Exception | None = None
     with transaction.atomic():
         notification = (
-            Notification.objects.select_for_update()
+            Notification.objects.select_for_update(of=("self",))
             .select_related("case__merchant")
             .filter(pk=notification_id)
             .first()
@@ -181,3 +221,80 @@ def notification_send(*, notification_id: int) -> bool:
 
 class NotificationDeliveryError(Exception):
     """The mail server did not take the message; worth retrying."""
+
+
+def notification_retry_scheduled(*, notification_id: int, countdown: float) -> None:
+    """Push back the sweeper while a retry waits in the broker for ``countdown`` s."""
+    try:
+        Notification.objects.filter(
+            pk=notification_id, status=Notification.Status.PENDING
+        ).update(queued_at=timezone.now() + timedelta(seconds=countdown))
+    except DatabaseError:  # the sweeper re-queues it later all the same
+        logger.warning("could not stamp the retry of notification %s", notification_id)
+
+
+def notification_give_up(*, notification_id: int) -> None:
+    """Mark a notice failed after its retries ran out (staff can resend it)."""
+    Notification.objects.filter(
+        pk=notification_id, status=Notification.Status.PENDING
+    ).update(status=Notification.Status.FAILED)
+
+
+def notification_resend(*, notification: Notification) -> Notification | None:
+    """Send a notice again: re-queue a pending or failed one, copy a sent one.
+
+    A sent verification code is not copied (the code is gone and a new one
+    must be asked for on the verify page); return None then.
+    """
+    if notification.status in (
+        Notification.Status.PENDING,
+        Notification.Status.FAILED,
+    ):
+        with transaction.atomic():
+            updated = Notification.objects.filter(
+                pk=notification.pk,
+                status__in=[Notification.Status.PENDING, Notification.Status.FAILED],
+            ).update(status=Notification.Status.PENDING, queued_at=timezone.now())
+            if updated:
+                notification_dispatch(notification_id=notification.pk)
+        notification.refresh_from_db()
+        return notification
+    if notification.kind == Notification.Kind.VERIFICATION_CODE:
+        return None
+    context = {
+        k: v for k, v in notification.context.items() if k not in SECRET_CONTEXT_KEYS
+    }
+    if notification.case is not None and "tracking_url" in notification.context:
+        context["tracking_url"] = tracking_url(notification.case)
+    with transaction.atomic():
+        copy = notification_queue(
+            kind=notification.kind,
+            recipients=list(notification.recipients),
+            dedupe_key=f"resend:{notification.pk}:{uuid.uuid4().hex}",
+            case=notification.case,
+            context=context,
+            language=notification.language,
+        )
+    return copy
+
+
+def notifications_due(*, older_than: datetime) -> list[int]:
+    """Ids of pending notices handed to the broker before ``older_than``."""
+    return list(
+        Notification.objects.filter(
+            status=Notification.Status.PENDING, queued_at__lt=older_than
+        )
+        .order_by("queued_at", "pk")
+        .values_list("pk", flat=True)[:SWEEP_BATCH_SIZE]
+    )
+
+
+def notification_requeue(*, notification_id: int) -> bool:
+    """Stamp a pending notice as queued now and dispatch it again."""
+    with transaction.atomic():
+        updated = Notification.objects.filter(
+            pk=notification_id, status=Notification.Status.PENDING
+        ).update(queued_at=timezone.now())
+        if updated:
+            notification_dispatch(notification_id=notification_id)
+    return bool(updated)

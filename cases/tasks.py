@@ -1,25 +1,118 @@
-"""Celery tasks: thin entry points that load rows by id and call one service."""
+"""Celery tasks: thin entry points that load rows by id and call one service.
+
+Every task is safe to deliver twice (``acks_late`` means a task whose worker
+died is delivered again): the services check the database before acting.
+"""
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
 
-from cases.notifications import NotificationDeliveryError
+
+def _backoff(*, base: int, maximum: int, retries: int) -> int:
+    """Exponential backoff with full jitter, at least one second."""
+    return max(
+        1,
+        get_exponential_backoff_interval(
+            factor=base, retries=retries, maximum=maximum, full_jitter=True
+        ),
+    )
 
 
 @shared_task(
     bind=True,
-    autoretry_for=(NotificationDeliveryError, ConnectionError, TimeoutError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=12,
     acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # counted against settings.NOTIFICATION_MAX_RETRIES below
+    soft_time_limit=60,
+    time_limit=90,
 )
 def send_notification_task(self, *, notification_id: int) -> bool:
-    from cases.notifications import notification_send
+    from cases.notifications import (
+        NotificationDeliveryError,
+        notification_give_up,
+        notification_retry_scheduled,
+        notification_send,
+    )
 
-    return notification_send(notification_id=notification_id)
+    try:
+        return notification_send(notification_id=notification_id)
+    except (NotificationDeliveryError, ConnectionError, TimeoutError) as exc:
+        if self.request.retries >= settings.NOTIFICATION_MAX_RETRIES:
+            notification_give_up(notification_id=notification_id)
+            return False
+        countdown = _backoff(
+            base=settings.NOTIFICATION_RETRY_BACKOFF,
+            maximum=settings.NOTIFICATION_RETRY_BACKOFF_MAX,
+            retries=self.request.retries,
+        )
+        notification_retry_scheduled(
+            notification_id=notification_id, countdown=countdown
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,  # counted against settings.EXECUTION_MAX_RETRIES below
+    soft_time_limit=300,
+    time_limit=360,
+)
+def execute_case_task(self, *, case_id: int) -> str:
+    from cases.services.execution import (
+        TRANSIENT_ERRORS,
+        case_execute,
+        case_execution_give_up,
+        case_execution_retry_scheduled,
+    )
+
+    try:
+        return str(case_execute(case_id=case_id))
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= settings.EXECUTION_MAX_RETRIES:
+            case_execution_give_up(case_id=case_id, error=exc)
+            return "failed"
+        countdown = _backoff(
+            base=settings.EXECUTION_RETRY_BACKOFF,
+            maximum=settings.EXECUTION_RETRY_BACKOFF_MAX,
+            retries=self.request.retries,
+        )
+        case_execution_retry_scheduled(case_id=case_id, countdown=countdown)
+        raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 @shared_task(acks_late=True)
-def execute_case_task(*, case_id: int) -> None:
-    """Placeholder until the execution lands: it does nothing yet."""
+def sweep_outbox_task() -> dict:
+    from cases.services.housekeeping import outbox_sweep
+
+    return outbox_sweep()
+
+
+@shared_task(acks_late=True)
+def expire_unverified_cases_task() -> int:
+    from cases.services.housekeeping import cases_expire_unverified
+
+    return cases_expire_unverified()
+
+
+@shared_task(acks_late=True)
+def follow_up_info_requests_task() -> dict:
+    from cases.services.housekeeping import info_requests_follow_up
+
+    return info_requests_follow_up()
+
+
+@shared_task(acks_late=True)
+def send_overdue_digest_task() -> int:
+    from cases.services.housekeeping import overdue_digest_send
+
+    return overdue_digest_send()
+
+
+@shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900)
+def purge_expired_documents_task() -> int:
+    from cases.services.housekeeping import documents_purge_expired
+
+    return documents_purge_expired()
