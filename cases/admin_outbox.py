@@ -8,14 +8,18 @@ every e-mail template in both languages with a sample case.
 from datetime import timedelta
 from decimal import Decimal
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -121,6 +125,28 @@ class NotificationAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
     change_list_template = "admin/cases/notification/change_list.html"
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: Notification) -> str:
+        # The default label is str(obj), which holds the full addresses.
+        attrs = {
+            "class": "action-select",
+            "aria-label": format_html(
+                _("Select this object for an action - {}"), self.label(obj)
+            ),
+        }
+        checkbox = forms.CheckboxInput(attrs, lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, str(obj.pk))
+
+    def label(self, obj: Notification) -> str:
+        return f"{obj.get_kind_display()} #{obj.pk}"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {"title": self.label(obj), "subtitle": self.label(obj)} if obj else {}
+        return super().change_view(
+            request, object_id, form_url, {**extra, **(extra_context or {})}
+        )
 
     @admin.display(description=_("recipients"))
     def masked_recipients(self, obj: Notification) -> str:
