@@ -14,4 +14,6 @@
   if (select) {
     select.addEventListener("change", function () { select.form.submit(); });
   }
+  // Buttons only needed without JavaScript.
+  document.querySelectorAll(".js-hidden").forEach(function (el) { el.classList.add("d-none"); });
 })();
