@@ -267,6 +267,22 @@ class Case(models.Model):
                 fields=["merchant", "created_at"], name="case_merchant_created"
             ),
             models.Index(fields=["closed_at"], name="case_closed_at"),
+            # The queue's filters, each in due-date order (cases/admin.py).
+            models.Index(
+                fields=["review_due_at", "id"],
+                condition=Q(assigned_to__isnull=True),
+                name="case_unassigned_due",
+            ),
+            models.Index(
+                fields=["review_due_at", "id"],
+                condition=Q(close_account=True),
+                name="case_close_account_due",
+            ),
+            models.Index(
+                fields=["review_due_at", "id"],
+                condition=Q(replacement_terminal__isnull=False),
+                name="case_replacement_due",
+            ),
         ]
         permissions = [
             ("review_case", _("Can review cases")),
