@@ -89,8 +89,10 @@ def _refuse(code: str, **params: Any) -> ValidationError:
     return ValidationError(MESSAGES[code], code=code, params=params or None)
 
 
-def megabytes(size: int) -> str:
-    """Return a byte count as a short label: ``10 MB`` (or ``1.5 MB``)."""
+def size_label(size: int) -> str:
+    """Return a byte count as a short label: ``10 MB``, ``1.5 MB``, ``200 KB``."""
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
     value = size / (1024 * 1024)
     return f"{value:.0f} MB" if value == int(value) else f"{value:.1f} MB"
 
@@ -230,7 +232,7 @@ def _digest(chunks: Iterable[bytes], *, limit: int | None = None) -> tuple[str, 
         hasher.update(chunk)
         size += len(chunk)
         if limit is not None and size > limit:
-            raise _refuse("too_large", limit=megabytes(limit))
+            raise _refuse("too_large", limit=size_label(limit))
     return hasher.hexdigest(), size
 
 
@@ -260,7 +262,7 @@ def upload_clean(uploaded: UploadedFile) -> CleanUpload:
     """
     limit = settings.UPLOAD_MAX_FILE_SIZE
     if uploaded.size is not None and uploaded.size > limit:
-        raise _refuse("too_large", limit=megabytes(limit))
+        raise _refuse("too_large", limit=size_label(limit))
     uploaded.seek(0)
     head = uploaded.read(16)
     uploaded.seek(0)
@@ -518,8 +520,8 @@ def request_too_large(request: HttpRequest) -> HttpResponse:
         request,
         "413.html",
         {
-            "request_limit": megabytes(settings.UPLOAD_MAX_REQUEST_SIZE),
-            "file_limit": megabytes(settings.UPLOAD_MAX_FILE_SIZE),
+            "request_limit": size_label(settings.UPLOAD_MAX_REQUEST_SIZE),
+            "file_limit": size_label(settings.UPLOAD_MAX_FILE_SIZE),
         },
         status=413,
     )
