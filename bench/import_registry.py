@@ -1,0 +1,222 @@
+"""Benchmark ``import_registry``: 100,000 terminals on PostgreSQL, then a re-import.
+
+Usage::
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/unbinding_bench \\
+        .venv/bin/python bench/import_registry.py [--terminals 100000]
+
+Creates the database if needed, migrates it, empties the registry tables,
+writes a registry JSON file into a temporary directory, then runs the command
+twice, each time in a fresh child process so that its wall time and peak
+resident memory are its own. Writes the figures to the ``import`` section of
+docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Transactions are spread over the first terminals, a few per terminal.
+TRANSACTIONS_PER_TERMINAL = 5
+KINDS = ("magstripe", "chip", "mobile", "smart", "qr")
+MODELS = ("PAX A920", "Newland N910", "Landi A8", "Centerm K9", "Sunmi P2")
+
+
+def generate(path: Path, *, terminals: int, merchants: int, transactions: int) -> None:
+    """Write a registry file: every 10th terminal in stock, the rest bound."""
+    from terminals import identifiers
+
+    data = {
+        "merchants": [
+            {
+                "merchant_id": identifiers.make_merchant_id(n),
+                "uscc": identifiers.make_uscc(n),
+                "name": f"基准测试商贸有限公司{n}",
+                "legal_rep_name": "王芳",
+                "legal_rep_id_number": identifiers.make_resident_id(n),
+                "contact_email": f"merchant{n}@bench.example.com",
+                "contact_phone": f"138{n % 100_000_000:08d}",
+                "settlement_card_number": identifiers.make_bank_card(n),
+            }
+            for n in range(1, merchants + 1)
+        ],
+        "terminals": [
+            {
+                "serial_number": identifiers.make_serial_number(n),
+                "terminal_id": identifiers.make_terminal_id(n),
+                "model": MODELS[n % len(MODELS)],
+                "kind": KINDS[n % len(KINDS)],
+                "merchant_id": (
+                    None
+                    if n % 10 == 0
+                    else identifiers.make_merchant_id(1 + n % merchants)
+                ),
+            }
+            for n in range(1, terminals + 1)
+        ],
+        "transactions": [
+            {
+                "serial_number": identifiers.make_serial_number(
+                    1 + n // TRANSACTIONS_PER_TERMINAL
+                ),
+                "amount": f"{(n * 37) % 100_000 / 100:.2f}",
+                "occurred_at": (
+                    f"2026-10-{1 + n % 28:02d}T{n % 24:02d}:"
+                    f"{n % 60:02d}:{(n * 7) % 60:02d}+08:00"
+                ),
+                "settled": n % 3 == 0,
+            }
+            for n in range(transactions)
+        ],
+    }
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False)
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+
+
+def child(path: str) -> None:
+    """Run one import in this process and print its figures as JSON."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    call_command("import_registry", path)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_kib": peak, "baseline_kib": baseline}))
+
+
+def run_child(path: Path) -> dict:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ,
+    )
+    if completed.returncode:
+        sys.exit(f"import failed:\n{completed.stdout}\n{completed.stderr}")
+    lines = completed.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--terminals", type=int, default=100_000)
+    parser.add_argument("--merchants", type=int, default=None)
+    parser.add_argument("--transactions", type=int, default=None)
+    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # The production settings want a key; DEBUG stays off so that Django does
+    # not keep every query in memory.
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-key-not-secret-0123456789")
+    if args.child:
+        child(args.child)
+        return
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        sys.exit("set DATABASE_URL to a PostgreSQL database, e.g. .../unbinding_bench")
+    merchants = args.merchants or max(1, args.terminals // 5)
+    transactions = (
+        args.transactions if args.transactions is not None else args.terminals // 2
+    )
+    ensure_database(url)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE terminals_transaction, terminals_binding, "
+            "terminals_settlementbatch, terminals_terminal, terminals_merchant "
+            "RESTART IDENTITY CASCADE"
+        )
+    connection.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "registry.json"
+        started = time.perf_counter()
+        generate(
+            path,
+            terminals=args.terminals,
+            merchants=merchants,
+            transactions=transactions,
+        )
+        generated = time.perf_counter() - started
+        size_mib = path.stat().st_size / 2**20
+        print(
+            f"generated {args.terminals:,} terminals, {merchants:,} merchants, "
+            f"{transactions:,} transactions ({size_mib:.1f} MiB) in {generated:.1f} s"
+        )
+        first = run_child(path)
+        second = run_child(path)
+
+    def mib(kib: int) -> str:
+        return f"{kib / 1024:.0f} MiB"
+
+    rows = [
+        ("first import (empty registry)", first),
+        ("re-import of the same file (all unchanged)", second),
+    ]
+    table = "\n".join(
+        f"| {label} | {r['seconds']:.1f} s | {mib(r['peak_kib'])} | "
+        f"{mib(r['baseline_kib'])} |"
+        for label, r in rows
+    )
+    body = f"""
+Registry file: {args.terminals:,} terminals (every 10th in stock, the rest bound),
+{merchants:,} merchants, {transactions:,} transactions; {size_mib:.1f} MiB of JSON.
+Each run is `manage.py import_registry FILE` in a fresh process on PostgreSQL;
+the time includes reading the JSON, validating every record and writing.
+
+| run | wall time | peak RSS | RSS before the import |
+|---|---|---|---|
+{table}
+"""
+    print(body)
+    if not args.no_report:
+        from bench.report import write_section
+
+        write_section("import", "Registry import", body)
+
+
+if __name__ == "__main__":
+    main()
