@@ -54,6 +54,7 @@ from cases.services.review import (
     case_transitions_for_user,
     document_review,
     is_case_staff,
+    missing_for_recommendation,
 )
 from terminals.masking import mask_email, mask_id_number, mask_phone
 
@@ -133,6 +134,25 @@ def _refused(request: HttpRequest, *, message, case: Case | None = None):
 
 def _message_of(exc: PermissionDenied) -> str:
     return str(exc.args[0]) if exc.args else str(_("You are not allowed to do this."))
+
+
+def _state_label(value: str) -> str:
+    try:
+        return str(CaseState(value).label)
+    except ValueError:
+        return value
+
+
+def _timeline(case: Case) -> list[CaseEvent]:
+    """Every event of the case, oldest first, with states and steps in words."""
+    events = list(case.events.select_related("actor").order_by("created_at", "pk"))
+    for event in events:
+        event.from_label = _state_label(event.from_state) if event.from_state else ""
+        event.to_label = _state_label(event.to_state) if event.to_state else ""
+        event.transition_label = TRANSITION_LABELS.get(
+            event.transition, event.transition
+        )
+    return events
 
 
 # --- the list --------------------------------------------------------------------
@@ -344,15 +364,17 @@ def case_csv_response(queryset) -> StreamingHttpResponse:
 
 @admin.register(Case)
 class CaseAdmin(admin.ModelAdmin):
+    # The due date comes second: it is the sort order and what a reviewer
+    # scans for first.
     list_display = (
         "reference_display",
-        "merchant_display",
+        "review_due",
         "state_badge",
+        "merchant_display",
         "reason",
         "terminal_count_display",
         "assigned_to",
         "age",
-        "review_due",
     )
     list_display_links = ("reference_display",)
     list_filter = (
@@ -620,17 +642,15 @@ class CaseAdmin(admin.ModelAdmin):
             }
             for name in case_transitions_for_user(case=case, user=user)
         ]
-        recommend_blocked = None
-        if case.state == CaseState.IN_REVIEW and not any(
-            t["name"] == "recommend" for t in transitions
-        ):
-            try:
-                case_transition_check(case=case, name="recommend", actor=user)
-            except CaseActionError as exc:
-                recommend_blocked = exc.message
-            except PermissionDenied:
-                pass
         may_work = is_case_staff(user)
+        # What stands between the assignee and "Recommend approval", as a list.
+        recommend_missing = (
+            missing_for_recommendation(case)
+            if may_work
+            and case.state == CaseState.IN_REVIEW
+            and case.assigned_to_id == user.pk
+            else []
+        )
         documents = list(
             case.documents.select_related("reviewed_by").order_by("kind", "pk")
         )
@@ -639,7 +659,7 @@ class CaseAdmin(admin.ModelAdmin):
         return {
             "case": case,
             "transitions": transitions,
-            "recommend_blocked": recommend_blocked,
+            "recommend_missing": recommend_missing,
             "can_assign": may_work
             and case.state in ASSIGNABLE_STATES
             and case.assigned_to_id != user.pk,
@@ -654,9 +674,7 @@ class CaseAdmin(admin.ModelAdmin):
             ],
             "required_kinds": required,
             "impact": case_impact(case=case),
-            "timeline": case.events.select_related("actor").order_by(
-                "created_at", "pk"
-            ),
+            "timeline": _timeline(case),
             "fees_form": FeesForm(initial={"fees_statement": case.fees_statement}),
             "fees_url": reverse("admin:cases_case_fees", args=[case.pk]),
             "can_state_fees": may_work
