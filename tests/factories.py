@@ -157,3 +157,13 @@ class ImageDocumentFactory(DocumentFactory):
     file = factory.django.ImageField(filename="id-front.png", format="PNG")
     original_name = "id-front.png"
     content_type = "image/png"
+
+
+class SettlementBatchFactory(DjangoModelFactory):
+    class Meta:
+        model = "terminals.SettlementBatch"
+
+    merchant = factory.SubFactory(MerchantFactory)
+    reference = factory.Sequence(lambda n: f"SB-{n:08d}")
+    total = Decimal("128.50")
+    transaction_count = 1
