@@ -1,0 +1,117 @@
+"""The request form on a phone, its accessibility, and the language switch."""
+
+import pytest
+
+from tests.browser.conftest import PHONE, save_screenshot
+from tests.browser.test_journey import LANGUAGES, assert_fits, assert_page_basics
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Every error message must sit in its field's container or be named by the
+# field's aria-describedby; returns the messages that are neither.
+UNLINKED_ERRORS = """() => {
+  const problems = [];
+  let checked = 0;
+  const errors = Array.from(document.querySelectorAll(
+    '#request-form .invalid-feedback, #request-form .errorlist'));
+  for (const error of errors) {
+    if (error.offsetParent === null || !error.textContent.trim()) continue;
+    checked += 1;
+    const container = error.closest('.mb-3, .form-check, fieldset');
+    const field = container && container.querySelector(
+      'input:not([type=hidden]), select, textarea');
+    const described = field && (field.getAttribute('aria-describedby') || '')
+      .split(/\\s+/).includes(error.id);
+    const invalid = field && (field.classList.contains('is-invalid')
+      || field.getAttribute('aria-invalid') === 'true');
+    if (!field || !invalid || !(described || container.contains(error))) {
+      problems.push(error.textContent.trim());
+    }
+  }
+  return {checked, problems};
+}"""
+
+INVALID_FIELDS = """() => Array.from(document.querySelectorAll(
+  '#request-form .is-invalid, #request-form [aria-invalid=true]'))
+  .map(el => el.name)"""
+
+
+def assert_submit_reachable(page) -> None:
+    submit = page.locator("#request-form [type=submit]")
+    submit.scroll_into_view_if_needed()
+    assert submit.is_visible()
+    assert submit.is_enabled()
+    box = submit.bounding_box()
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= PHONE["width"]
+    assert box["height"] >= 40, "the submit button is too small to tap"
+    # Nothing covers the button where a finger would tap it.
+    hit = page.evaluate(
+        """([x, y]) => {
+             const el = document.elementFromPoint(x, y);
+             return !!el && !!el.closest('#request-form [type=submit]');
+           }""",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert hit, "the submit button is covered"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_request_form_on_a_phone(lang, new_page):
+    # given a merchant on a 390×844 phone
+    page = new_page(lang=lang, phone=True)
+
+    # when they open the public pages
+    for url in ("/", "/terminals/status/", "/requests/track/"):
+        page.goto(url)
+        # then each fits the screen
+        assert_page_basics(page, lang)
+        assert_fits(page)
+
+    # when they open the request form
+    page.goto("/requests/new/")
+
+    # then it fits, every control is labelled and the submit button is reachable
+    assert_page_basics(page, lang)
+    assert_fits(page)
+    save_screenshot(page, f"request-form-phone-{lang}", full_page=False)
+    assert_submit_reachable(page)
+
+    # when they submit it empty
+    page.locator("#request-form [type=submit]").click()
+    page.wait_for_load_state()
+
+    # then the errors are announced and each sits next to its field
+    summary = page.locator("#form-errors")
+    assert summary.get_attribute("role") == "alert"
+    invalid = page.evaluate(INVALID_FIELDS)
+    assert {"merchant_id", "uscc", "serial_numbers", "declaration"} <= set(invalid)
+    errors = page.evaluate(UNLINKED_ERRORS)
+    assert errors["problems"] == []
+    assert errors["checked"] >= len(set(invalid))
+    assert_page_basics(page, lang)
+    assert_fits(page)
+    assert_submit_reachable(page)
+
+
+def test_language_switch_is_remembered(new_page):
+    # given a browser that asks for English
+    page = new_page(lang="en")
+    page.goto("/")
+    assert page.locator("html").get_attribute("lang") == "en"
+
+    # when the merchant picks 简体中文 in the language switch
+    page.get_by_label("Language").select_option("zh-hans")
+    page.wait_for_function("document.documentElement.lang === 'zh-hans'")
+
+    # then the page and the next ones are in Chinese despite Accept-Language
+    page.goto("/terminals/status/")
+    assert page.locator("html").get_attribute("lang") == "zh-hans"
+    assert page.locator("#language-select").input_value() == "zh-hans"
+
+    # when they switch back to English
+    page.locator("#language-select").select_option("en")
+    page.wait_for_function("document.documentElement.lang === 'en'")
+
+    # then they stay on the same page, in English
+    assert page.url.endswith("/terminals/status/")
