@@ -29,3 +29,16 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = "memory://"
 THROTTLE_ENABLED = True
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# A real worker started by the integration tests (tests/integration/worker.py):
+# the real broker and SMTP server, and the test database named by DATABASE_URL.
+if os.environ.get("INTEGRATION_WORKER") == "1":
+    CELERY_TASK_ALWAYS_EAGER = False
+    CELERY_BROKER_URL = INTEGRATION_BROKER_URL
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    # Test hook: seconds to sleep before each execution step, so that a test
+    # can kill the worker in the middle of a case.
+    EXECUTION_STEP_DELAY = float(os.environ.get("EXECUTION_STEP_DELAY", "0"))
+# The login lockout is off unless a test turns it on (tests/security): other
+# tests log in many times from one address.
+AXES_ENABLED = False
