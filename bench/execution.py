@@ -1,0 +1,464 @@
+"""Benchmark the execution of approved cases by real Celery workers over Redis.
+
+Usage::
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/unbinding_bench_execution \\
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/13 \\
+        .venv/bin/python bench/execution.py [--cases 1000] [--processes 1 2]
+
+Creates and migrates the database if needed, empties it, creates the cases
+with bulk inserts (one bound terminal each, with a few transactions), starts
+an aiosmtpd sink on a loopback port, then for each worker size: approves
+every case at once, queues their execution, and times until every case is
+completed and every e-mail (completion to the merchant and the applicant,
+one notice per department) has reached the sink. A second, paced run gives
+the approval → completion e-mail latency when the workers keep up.
+Queries per case are counted in this process over a sample of cases, with
+the same code the worker runs. Writes the ``execution`` section of
+docs/benchmarks.md. The Redis database named by CELERY_BROKER_URL is flushed.
+"""
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEPARTMENTS = "finance=fin@bench.example.com,sales=sales@bench.example.com"
+TRANSACTIONS_PER_TERMINAL = 3
+SAMPLE_FOR_QUERIES = 20
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        check=True,
+    )
+
+
+class Sink:
+    """aiosmtpd handler that notes when each message arrived, by subject."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, str, str]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        subject = ""
+        for line in envelope.content.split(b"\r\n"):
+            if line.startswith(b"Subject:"):
+                subject = line.decode(errors="replace")
+                break
+            if not line:
+                break
+        with self.lock:
+            self.arrivals.append((time.time(), subject, envelope.rcpt_tos[0]))
+        return "250 OK"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reset_data() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE cases_notification, cases_executionstep, cases_caseevent, "
+            "cases_document, cases_caseterminal, cases_case, terminals_transaction, "
+            "terminals_settlementbatch, terminals_binding, terminals_terminal, "
+            "terminals_merchant RESTART IDENTITY CASCADE"
+        )
+
+
+def create_cases(count: int, *, offset: int) -> list[int]:
+    """Bulk-create ``count`` approved cases, one bound terminal each."""
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from cases.models import Case, CaseTerminal, hash_secret, token_for_salt
+    from terminals import identifiers
+    from terminals.models import Binding, Merchant, Terminal, Transaction
+
+    now = timezone.now()
+    with transaction.atomic():
+        merchants = Merchant.objects.bulk_create(
+            [
+                Merchant(
+                    merchant_id=identifiers.make_merchant_id(n),
+                    uscc=identifiers.make_uscc(n),
+                    name=f"基准测试商贸有限公司{n}",
+                    legal_rep_name="王芳",
+                    legal_rep_id_number=identifiers.make_resident_id(n),
+                    contact_email=f"merchant{n}@bench.example.com",
+                    contact_phone="13800138000",
+                )
+                for n in range(offset + 1, offset + count + 1)
+            ]
+        )
+        terminals = Terminal.objects.bulk_create(
+            [
+                Terminal(
+                    serial_number=identifiers.make_serial_number(n),
+                    terminal_id=identifiers.make_terminal_id(n),
+                    kind="smart",
+                    status="active",
+                )
+                for n in range(offset + 1, offset + count + 1)
+            ]
+        )
+        Binding.objects.bulk_create(
+            [
+                Binding(terminal=t, merchant=m, started_at=now - timedelta(days=400))
+                for t, m in zip(terminals, merchants, strict=True)
+            ]
+        )
+        Transaction.objects.bulk_create(
+            [
+                Transaction(
+                    terminal=t,
+                    amount=Decimal("100.00") + i,
+                    occurred_at=now - timedelta(hours=i + 1),
+                    settled=i == 0,
+                )
+                for t in terminals
+                for i in range(TRANSACTIONS_PER_TERMINAL)
+            ]
+        )
+        cases = []
+        for n, merchant in enumerate(merchants, start=offset + 1):
+            salt = f"{n:032x}"
+            case = Case(
+                reference=f"UB-BENCH-{n:06d}",
+                token_salt=salt,
+                token_hash=hash_secret(token_for_salt(salt)),
+                merchant=merchant,
+                uscc=merchant.uscc,
+                legal_rep_name=merchant.legal_rep_name,
+                applicant_name=merchant.legal_rep_name,
+                applicant_phone="13900139000",
+                applicant_email=f"applicant{n}@bench.example.com",
+                reason="business_change",
+                language="zh-hans",
+                submitted_at=now,
+                review_due_at=now + timedelta(days=3),
+            )
+            case.__dict__["state"] = "approved"
+            cases.append(case)
+        cases = Case.objects.bulk_create(cases)
+        CaseTerminal.objects.bulk_create(
+            [
+                CaseTerminal(case=c, terminal=t)
+                for c, t in zip(cases, terminals, strict=True)
+            ]
+        )
+    return [c.pk for c in cases]
+
+
+def approve_and_queue(case_ids: list[int]) -> dict[str, float]:
+    """Stamp the cases approved now and queue their execution; return approval times."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from cases.models import Case
+    from cases.services.execution import execution_dispatch
+
+    approved: dict[str, float] = {}
+    for case_id in case_ids:
+        with transaction.atomic():
+            now = timezone.now()
+            Case.objects.filter(pk=case_id).update(
+                approved_at=now, execution_queued_at=now
+            )
+            execution_dispatch(case_id=case_id)
+        approved[f"UB-BENCH-{case_id:06d}"] = now.timestamp()
+    return approved
+
+
+def start_workers(*, processes: int, smtp_port: int, broker: str, log: Path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "CELERY_BROKER_URL": broker,
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "DEPARTMENT_EMAILS": DEPARTMENTS,
+        "MEDIA_ROOT": str(log.parent / "media"),
+        "CONN_MAX_AGE": "300",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,execution,notifications",
+            "--pool",
+            "prefork",
+            "-c",
+            str(processes),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"bench{processes}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.2)
+    return process
+
+
+def stop_workers(process) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_done(case_ids: list[int], sink: Sink, mails: int, timeout: float):
+    from cases.models import Case
+
+    deadline = time.monotonic() + timeout
+    while True:
+        done = Case.objects.filter(pk__in=case_ids, state="completed").count()
+        failed = Case.objects.filter(pk__in=case_ids, state="failed").count()
+        if done + failed == len(case_ids) and sink.count() >= mails:
+            return done, failed
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"timed out: {done} completed, {failed} failed, {sink.count()} mails"
+            )
+        time.sleep(0.1)
+
+
+def completion_latencies(sink: Sink, approved: dict[str, float]) -> list[float]:
+    latencies = []
+    with sink.lock:
+        arrivals = list(sink.arrivals)
+    for at, subject, first_recipient in arrivals:
+        # The merchant's notice goes to merchantN@...; departments get their own.
+        start = subject.find("[UB-BENCH-")
+        if start < 0 or not first_recipient.startswith("merchant"):
+            continue
+        reference = subject[start + 1 : start + 17]
+        if reference in approved:
+            latencies.append(at - approved[reference])
+    return latencies
+
+
+def count_queries(case_ids: list[int]) -> tuple[float, float]:
+    """Mean queries per case (execution) and per notice (sending), in process."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from cases.models import Notification
+    from cases.notifications import notification_send
+    from cases.services.execution import case_execute
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    per_case = []
+    for case_id in case_ids:
+        with CaptureQueriesContext(connection) as queries:
+            case_execute(case_id=case_id)
+        per_case.append(len(queries))
+    per_notice = []
+    for pk in Notification.objects.filter(case_id__in=case_ids).values_list(
+        "pk", flat=True
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            notification_send(notification_id=pk)
+        per_notice.append(len(queries))
+    return statistics.mean(per_case), statistics.mean(per_notice)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--paced", type=int, default=150)
+    parser.add_argument("--rate", type=float, default=10.0)
+    args = parser.parse_args()
+
+    database = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not database.startswith("postgres") or not broker.startswith("redis"):
+        sys.exit("set DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis)")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")
+    os.environ["DEPARTMENT_EMAILS"] = DEPARTMENTS
+    # Only the workers send mail; the query count below sends to nowhere.
+    os.environ["EMAIL_URL"] = "dummymail://"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-execution-"))
+    os.environ["MEDIA_ROOT"] = str(workdir / "media")
+    ensure_database(database)
+
+    import django
+
+    django.setup()
+    import redis
+    from aiosmtpd.controller import Controller
+
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    mails_per_case = 1 + len(DEPARTMENTS.split(","))
+
+    sink = Sink()
+    smtp_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+
+    load_before = os.getloadavg()
+    rows = []
+    latency_rows = []
+    offset = 0
+    try:
+        reset_data()
+        sample = create_cases(SAMPLE_FOR_QUERIES, offset=offset)
+        offset += SAMPLE_FOR_QUERIES
+        queries_per_case, queries_per_notice = count_queries(sample)
+
+        for processes in args.processes:
+            redis.Redis.from_url(broker).flushdb()
+            ids = create_cases(args.cases, offset=offset)
+            offset += args.cases
+            worker = start_workers(
+                processes=processes,
+                smtp_port=smtp_port,
+                broker=broker,
+                log=workdir / f"worker-{processes}.log",
+            )
+            try:
+                before = sink.count()
+                started = time.monotonic()
+                approve_and_queue(ids)
+                queued = time.monotonic() - started
+                done, failed = wait_done(
+                    ids, sink, before + mails_per_case * len(ids), timeout=900
+                )
+                elapsed = time.monotonic() - started
+            finally:
+                stop_workers(worker)
+            rows.append((processes, len(ids), done, failed, queued, elapsed))
+            print(f"{processes} process(es): {len(ids) / elapsed:.1f} cases/s")
+
+        # Paced: approvals at a steady rate one process keeps up with.
+        redis.Redis.from_url(broker).flushdb()
+        ids = create_cases(args.paced, offset=offset)
+        worker = start_workers(
+            processes=1,
+            smtp_port=smtp_port,
+            broker=broker,
+            log=workdir / "worker-paced.log",
+        )
+        try:
+            before = sink.count()
+            approved: dict[str, float] = {}
+            for case_id in ids:
+                tick = time.monotonic()
+                approved.update(approve_and_queue([case_id]))
+                time.sleep(max(0.0, 1 / args.rate - (time.monotonic() - tick)))
+            wait_done(ids, sink, before + mails_per_case * len(ids), timeout=600)
+        finally:
+            stop_workers(worker)
+        latency_rows = completion_latencies(sink, approved)
+    finally:
+        controller.stop()
+
+    table = [
+        "| worker processes | cases | completed | failed | e-mails | wall time | "
+        "cases/s | cases/s per process |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for processes, n, done, failed, _queued, elapsed in rows:
+        table.append(
+            f"| {processes} | {n} | {done} | {failed} | {n * mails_per_case} | "
+            f"{elapsed:.1f} s | {n / elapsed:.1f} | {n / elapsed / processes:.1f} |"
+        )
+    body = f"""
+{args.cases} approved cases (one bound terminal with {TRANSACTIONS_PER_TERMINAL}
+transactions each) queued at once, executed by one `celery worker --pool prefork
+-c N` over Redis on PostgreSQL, every e-mail delivered over SMTP to an aiosmtpd
+sink on loopback ({mails_per_case} per case: the merchant's completion notice and
+one per department, each with the CSV export attached). Wall time runs from the
+first approval to the last case completed and the last e-mail received; the
+worker shares the machine's 2 cores with PostgreSQL, Redis, the sink and this
+script.
+
+{chr(10).join(table)}
+
+- Queries per case (the execution task, all seven steps, same code in process):
+  **{queries_per_case:.1f}**; per e-mail sent: **{queries_per_notice:.1f}**.
+- Approval → completion e-mail received, {args.paced} cases approved at
+  {args.rate:g}/s with one process keeping up: p50 **{
+        percentile(latency_rows, 50) * 1000:.0f} ms**, p95 **{
+        percentile(latency_rows, 95) * 1000:.0f} ms** ({len(latency_rows)} e-mails).
+- Goals: ≥ 25 cases/s per worker process, ≤ 40 queries per case.
+- Load average when the run started: {load_before[0]:.1f} (1 min) on 2 cores;
+  anything well above 1 means other work shared the machine and the
+  throughput above is a floor, not the ceiling.
+"""
+    from bench.report import write_section
+
+    write_section("execution", "Execution throughput", body)
+
+
+if __name__ == "__main__":
+    main()
