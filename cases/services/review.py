@@ -9,7 +9,9 @@ Rules on top of the fsm ``permission=`` of ``cases.models`` (written down in
 
 - Auditors read everything and change nothing: any member of the Auditor
   group is refused every change, whatever other group they are in.
-- ``start_review`` (Reviewer or Approver) assigns the case to the actor.
+- ``start_review`` (Reviewer or Approver) assigns the case to the actor. A
+  submitted case that already has an assignee (it came back from the
+  merchant) is started by that assignee, or taken over explicitly first.
 - While a case is ``in_review`` only the user it is assigned to may review
   its documents, request information, recommend or reject it. Anyone else
   with the Reviewer or Approver role must first take it over explicitly with
@@ -152,6 +154,20 @@ def case_transition_check(*, case: Case, name: str, actor) -> None:
                 "“Assign to me” first."
             )
             % {"user": case.assigned_to or _("nobody")}
+        )
+    if (
+        name == "start_review"
+        and case.assigned_to_id is not None
+        and case.assigned_to_id != actor.pk
+    ):
+        # A case back from the merchant stays with its reviewer unless
+        # someone takes it over explicitly.
+        raise CaseActionError(
+            _(
+                "This case is assigned to %(user)s. Take it over with "
+                "“Assign to me” first."
+            )
+            % {"user": case.assigned_to}
         )
     if name == "recommend":
         missing = missing_for_recommendation(case)

@@ -46,11 +46,8 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
     if role == "auditor":
         return False
     if name == "start_review":
-        return state == CaseState.SUBMITTED and role in (
-            "reviewer",
-            "second_reviewer",
-            "approver",
-        )
+        # Assigned (back from the merchant): its reviewer picks it up again.
+        return state == CaseState.SUBMITTED and role == "reviewer"
     if name in ("request_info", "recommend"):
         return state == CaseState.IN_REVIEW and role == "reviewer"
     if name == "reject":
@@ -162,3 +159,22 @@ def test_the_recommender_is_told_why_they_cannot_approve(client, approver, revie
     case.refresh_from_db()
     assert case.state == CaseState.AWAITING_APPROVAL
     assert case.approved_by is None
+
+
+@pytest.mark.parametrize("role", ["reviewer", "second_reviewer", "approver"])
+def test_any_reviewer_or_approver_starts_an_unassigned_case(request, client, role):
+    # given
+    user = request.getfixturevalue(role)
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+    client.force_login(user)
+
+    # when
+    response = client.post(
+        reverse("admin:cases_case_transition", args=[case.pk, "start_review"])
+    )
+
+    # then
+    assert response.status_code == HTTPStatus.FOUND
+    case.refresh_from_db()
+    assert case.state == CaseState.IN_REVIEW
+    assert case.assigned_to == user
