@@ -242,12 +242,22 @@ def smtp_server(settings):
 # ------------------------------------------------------------------------------
 # Screenshots
 # ------------------------------------------------------------------------------
-def save_screenshot(page, name: str, *, full_page: bool = True) -> Path:
-    """Save a screenshot to docs/screenshots/<name>.png, palette-reduced to stay small."""
+def save_screenshot(
+    page, name: str, *, full_page: bool = True, max_height: int | None = None
+) -> Path:
+    """Save a screenshot to docs/screenshots/<name>.png, palette-reduced to stay small.
+
+    ``max_height`` (CSS pixels) cuts a long page to its top part.
+    """
     from PIL import Image
 
     raw = page.screenshot(full_page=full_page, animations="disabled")
     image = Image.open(io.BytesIO(raw)).convert("RGB")
+    if max_height:
+        scale = page.evaluate("window.devicePixelRatio")
+        image = image.crop(
+            (0, 0, image.width, min(image.height, int(max_height * scale)))
+        )
     reduced = image.quantize(colors=128, method=Image.Quantize.FASTOCTREE)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

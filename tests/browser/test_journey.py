@@ -67,6 +67,32 @@ def assert_page_basics(page, lang: str) -> None:
     assert unlabelled == [], f"inputs without a label: {unlabelled}"
 
 
+# Every error message must sit in its field's container or be named by the
+# field's aria-describedby, and that field must be marked invalid; returns the
+# messages that are not.
+UNLINKED_ERRORS = """(form) => {
+  const problems = [];
+  let checked = 0;
+  const errors = Array.from(document.querySelectorAll(
+    `${form} .invalid-feedback, ${form} .errorlist`));
+  for (const error of errors) {
+    if (error.offsetParent === null || !error.textContent.trim()) continue;
+    checked += 1;
+    const container = error.closest('.mb-3, .form-check, fieldset');
+    const field = container && container.querySelector(
+      'input:not([type=hidden]), select, textarea');
+    const described = field && (field.getAttribute('aria-describedby') || '')
+      .split(/\\s+/).includes(error.id);
+    const invalid = field && (field.classList.contains('is-invalid')
+      || field.getAttribute('aria-invalid') === 'true');
+    if (!field || !invalid || !(described || container.contains(error))) {
+      problems.push(error.textContent.trim());
+    }
+  }
+  return {checked, problems};
+}"""
+
+
 def assert_fits(page) -> None:
     """Nothing overflows the viewport horizontally."""
     widths = page.evaluate(
@@ -181,9 +207,15 @@ def test_merchant_files_staff_approve_merchant_sees_completed(
     assert reference in message["Subject"]
     assert message.get_body(preferencelist=("html",)) is not None
 
-    # when the merchant enters the code from the real e-mail
-    verify_labels = Fields(page, VerifyForm, lang)
-    verify_labels["code"].fill(code_from(message))
+    # when the merchant mistypes the code, then enters the one from the real e-mail
+    code = code_from(message)
+    verify_fields = Fields(page, VerifyForm, lang)
+    verify_fields["code"].fill(f"{(int(code) + 1) % 10**6:06d}")
+    page.locator("#verify-form [type=submit]").click()
+    page.wait_for_load_state()
+    errors = page.evaluate(UNLINKED_ERRORS, "#verify-form")
+    assert errors == {"checked": 1, "problems": []}
+    verify_fields["code"].fill(code)
     page.locator("#verify-form [type=submit]").click()
 
     # then the tracking page shows the request in the queue
@@ -205,7 +237,7 @@ def test_merchant_files_staff_approve_merchant_sees_completed(
     confirm_transition(staff, "start_review")
     pending = staff.locator('tr[data-review="pending"] button[value="accept"]')
     assert pending.count() == 4
-    save_screenshot(staff, f"admin-case-{lang}")
+    save_screenshot(staff, f"admin-case-{lang}", max_height=1300)
     for _ in range(4):
         pending.first.click()
         staff.wait_for_load_state()

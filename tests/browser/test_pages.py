@@ -1,35 +1,16 @@
-"""The request form on a phone, its accessibility, and the language switch."""
+"""Public pages on a phone, accessibility, the language switch, CSP in force."""
 
 import pytest
 
-from tests.browser.conftest import PHONE, save_screenshot
-from tests.browser.test_journey import LANGUAGES, assert_fits, assert_page_basics
+from tests.browser.conftest import PHONE, PageErrors, save_screenshot
+from tests.browser.test_journey import (
+    LANGUAGES,
+    UNLINKED_ERRORS,
+    assert_fits,
+    assert_page_basics,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-# Every error message must sit in its field's container or be named by the
-# field's aria-describedby; returns the messages that are neither.
-UNLINKED_ERRORS = """() => {
-  const problems = [];
-  let checked = 0;
-  const errors = Array.from(document.querySelectorAll(
-    '#request-form .invalid-feedback, #request-form .errorlist'));
-  for (const error of errors) {
-    if (error.offsetParent === null || !error.textContent.trim()) continue;
-    checked += 1;
-    const container = error.closest('.mb-3, .form-check, fieldset');
-    const field = container && container.querySelector(
-      'input:not([type=hidden]), select, textarea');
-    const described = field && (field.getAttribute('aria-describedby') || '')
-      .split(/\\s+/).includes(error.id);
-    const invalid = field && (field.classList.contains('is-invalid')
-      || field.getAttribute('aria-invalid') === 'true');
-    if (!field || !invalid || !(described || container.contains(error))) {
-      problems.push(error.textContent.trim());
-    }
-  }
-  return {checked, problems};
-}"""
 
 INVALID_FIELDS = """() => Array.from(document.querySelectorAll(
   '#request-form .is-invalid, #request-form [aria-invalid=true]'))
@@ -86,7 +67,7 @@ def test_request_form_on_a_phone(lang, new_page):
     assert summary.get_attribute("role") == "alert"
     invalid = page.evaluate(INVALID_FIELDS)
     assert {"merchant_id", "uscc", "serial_numbers", "declaration"} <= set(invalid)
-    errors = page.evaluate(UNLINKED_ERRORS)
+    errors = page.evaluate(UNLINKED_ERRORS, "#request-form")
     assert errors["problems"] == []
     assert errors["checked"] >= len(set(invalid))
     assert_page_basics(page, lang)
@@ -115,3 +96,30 @@ def test_language_switch_is_remembered(new_page):
 
     # then they stay on the same page, in English
     assert page.url.endswith("/terminals/status/")
+
+
+def test_csp_is_in_force_and_a_violation_fails_the_test(chromium, live_server):
+    # given a page of the running app, watched like every browser test's pages
+    context = chromium.new_context(base_url=live_server.url)
+    page = context.new_page()
+    watched = PageErrors()
+    watched.watch(page)
+    response = page.goto("/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+    # when something on it runs an inline script
+    page.evaluate(
+        """() => {
+             const script = document.createElement('script');
+             script.textContent = 'window.inlineRan = true';
+             document.body.appendChild(script);
+           }"""
+    )
+    page.wait_for_timeout(200)
+
+    # then the browser refused it and the watcher recorded a console error
+    assert page.evaluate("window.inlineRan") is None
+    assert any("Content Security Policy" in e for e in watched.errors), watched.errors
+    context.close()
