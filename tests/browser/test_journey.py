@@ -65,6 +65,13 @@ def assert_page_basics(page, lang: str) -> None:
             .map(el => el.name || el.id)"""
     )
     assert unlabelled == [], f"inputs without a label: {unlabelled}"
+    dangling = page.evaluate(
+        """() => Array.from(document.querySelectorAll('[aria-describedby]'))
+            .flatMap(el => el.getAttribute('aria-describedby').split(/\\s+/)
+              .filter(id => id && !document.getElementById(id))
+              .map(id => `${el.name || el.id} -> ${id}`))"""
+    )
+    assert dangling == [], f"aria-describedby names missing elements: {dangling}"
 
 
 # Every error message must sit in its field's container or be named by the

@@ -2,10 +2,14 @@
 
 import pytest
 
+from cases.forms import RespondForm
+from cases.models import CaseState, token_for_salt
+from tests import factories, filebuilders
 from tests.browser.conftest import PHONE, PageErrors, save_screenshot
 from tests.browser.test_journey import (
     LANGUAGES,
     UNLINKED_ERRORS,
+    Fields,
     assert_fits,
     assert_page_basics,
 )
@@ -123,3 +127,48 @@ def test_csp_is_in_force_and_a_violation_fails_the_test(chromium, live_server):
     assert page.evaluate("window.inlineRan") is None
     assert any("Content Security Policy" in e for e in watched.errors), watched.errors
     context.close()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_merchant_answers_the_reviewer_then_withdraws_on_a_phone(
+    lang, new_page, smtp_server, tmp_path
+):
+    # given a case waiting for the merchant's answer
+    case = factories.CaseFactory(state=CaseState.INFO_REQUESTED, language=lang)
+    token = token_for_salt(case.token_salt)
+    evidence = tmp_path / "receipt.png"
+    evidence.write_bytes(filebuilders.png_bytes(200, 120))
+    page = new_page(lang=lang, phone=True)
+
+    # when the merchant answers on the tracking page with a document
+    page.goto(f"/requests/{token}/")
+    assert page.locator("[data-status]").get_attribute("data-status") == (
+        "info_requested"
+    )
+    assert_page_basics(page, lang)
+    assert_fits(page)
+    fields = Fields(page, RespondForm, lang)
+    fields["message"].fill("The purchase receipt is attached.")
+    fields["documents"].set_input_files(evidence)
+    page.locator("#respond-form [type=submit]").click()
+
+    # then the request is back in the queue with the document
+    page.wait_for_function(
+        "document.querySelector('[data-status]').dataset.status === 'submitted'"
+    )
+    assert case.documents.filter(original_name="receipt.png").exists()
+
+    # when they withdraw it and accept the browser's confirmation
+    page.locator("#withdraw-link").click()
+    page.wait_for_url("**/withdraw/")
+    assert_page_basics(page, lang)
+    assert_fits(page)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("main form [type=submit]").click()
+
+    # then the request is withdrawn
+    page.wait_for_function(
+        "document.querySelector('[data-status]').dataset.status === 'withdrawn'"
+    )
+    case.refresh_from_db()
+    assert case.state == CaseState.WITHDRAWN
