@@ -32,7 +32,7 @@ def _broker_status() -> str:
         return "eager"
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, timeout=5)
     except Exception:  # kombu raises a variety of transport errors
         return "down"
     return "ok"

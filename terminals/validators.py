@@ -60,6 +60,12 @@ def validate_uscc(value: str) -> None:
         raise ValidationError(
             _("A unified social credit code is 18 characters."), code="invalid_uscc"
         )
+    if value != value.upper():
+        # stdnum upper-cases before checking; stored codes must be canonical.
+        raise ValidationError(
+            _("This unified social credit code is not valid (check character)."),
+            code="invalid_uscc",
+        )
     try:
         uscc.validate(value)
     except StdnumError:
@@ -74,6 +80,11 @@ def validate_resident_id(value: str) -> None:
     if len(value or "") != 18:
         raise ValidationError(
             _("A resident identity card number is 18 characters."),
+            code="invalid_resident_id",
+        )
+    if value != value.upper():
+        raise ValidationError(
+            _("This resident identity card number is not valid."),
             code="invalid_resident_id",
         )
     try:

@@ -92,11 +92,6 @@ def test_normalise_code_strips_spaces_and_dashes_and_upper_cases():
     assert validators.normalise_code(" 9111-0000 60003734 1l ") == "91110000600037341L"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_uscc / validate_resident_id accept lower-case letters "
-    "(stdnum upper-cases before checking), so '…x' and '…X' would be two rows",
-)
 @pytest.mark.parametrize(
     ("validator", "value"),
     [
