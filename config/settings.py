@@ -34,7 +34,8 @@ ALLOWED_HOSTS = env.list(
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the staff login (verification code, lockout).
+    "config.admin_site.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -45,6 +46,9 @@ INSTALLED_APPS = [
     "crispy_forms",
     "crispy_bootstrap5",
     "django_fsm",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "terminals",
     "cases",
 ]
@@ -60,8 +64,11 @@ MIDDLEWARE = [
     "cases.uploads.UploadLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees the outcome of the login view (lockout page).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -118,6 +125,31 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username + address before the password check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Staff login lockout (django-axes): this many failures of one username from
+# one address lock that pair out for AXES_COOLOFF_MINUTES. A wrong
+# verification code counts as a failure too. Unlock early with
+# `manage.py axes_reset_username <name>`.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "axes/lockout.html"
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "config.throttling.client_ip"
+# Two-factor for staff (django-otp, TOTP). Anyone with a confirmed device
+# enters its code at login; with STAFF_OTP_REQUIRED=1 members of these groups
+# cannot sign in without one. Off by default so the demo logins work.
+STAFF_OTP_REQUIRED = env.bool("STAFF_OTP_REQUIRED", default=False)
+STAFF_OTP_REQUIRED_GROUPS = env.list(
+    "STAFF_OTP_REQUIRED_GROUPS", default=["Approver", "Operations"]
+)
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="POS Unbinding")
 
 # ------------------------------------------------------------------------------
 # Internationalisation: English and Simplified Chinese, China Standard Time
@@ -309,6 +341,8 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# No script reads the CSRF cookie (forms carry the token), so hide it from JS.
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = 8 * 3600
 LANGUAGE_COOKIE_SECURE = SESSION_COOKIE_SECURE

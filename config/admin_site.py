@@ -1,0 +1,43 @@
+"""The staff admin site: password, lockout and (optional) verification code.
+
+``StaffAdminConfig`` replaces ``django.contrib.admin`` in INSTALLED_APPS so that
+``admin.site`` (and every ``@admin.register``) is a ``StaffAdminSite``. This
+module is imported while the app registry loads, so it must not import models
+at module level; the login form lives in ``config.security``.
+"""
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+
+
+class StaffAdminSite(admin.AdminSite):
+    """Admin site that asks for a verification code where two-factor applies.
+
+    A staff member with a confirmed TOTP device, or one whose role requires
+    two-factor (``STAFF_OTP_REQUIRED``), is only let in once the session was
+    verified with a code at login. Anyone else signs in with a password.
+    """
+
+    login_template = "admin/staff_login.html"
+
+    def login(self, request, extra_context=None):
+        from config.security import StaffLoginForm
+
+        self.login_form = StaffLoginForm
+        return super().login(request, extra_context)
+
+    def has_permission(self, request) -> bool:
+        from config.security import otp_satisfied
+
+        return super().has_permission(request) and otp_satisfied(request.user)
+
+
+class StaffAdminConfig(AdminConfig):
+    default_site = "config.admin_site.StaffAdminSite"
+
+    def ready(self) -> None:
+        super().ready()
+        # Registers the deployment checks.
+        from config import security
+
+        security.admin_register_fixes(self.module.site)
