@@ -31,7 +31,7 @@ class Merchant(models.Model):
         validators=[validators.validate_uscc],
         help_text=_("统一社会信用代码: 18 characters with a check character."),
     )
-    name = models.CharField(_("name"), max_length=200, db_index=True)
+    name = models.CharField(_("name"), max_length=200)
     legal_rep_name = models.CharField(_("legal representative"), max_length=100)
     legal_rep_id_number = models.CharField(
         _("legal representative ID number"),
@@ -61,6 +61,13 @@ class Merchant(models.Model):
         verbose_name = _("merchant")
         verbose_name_plural = _("merchants")
         ordering = ["merchant_id"]
+        indexes = [
+            # Prefix search on the name (LIKE '北京%') uses an index under any
+            # collation on PostgreSQL; elsewhere it is an ordinary index.
+            models.Index(
+                fields=["name"], name="merchant_name_prefix", opclasses=["varchar_pattern_ops"]
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.merchant_id} {self.name}"
