@@ -3,11 +3,12 @@
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -25,12 +26,20 @@ from cases.models import (
     new_token_salt,
     token_for_salt,
 )
-from cases.notifications import case_recipients, notification_queue
+from cases.notifications import (
+    case_recipients,
+    notification_queue,
+    notification_requeue,
+)
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 from cases.uploads import CleanUpload
 from terminals.models import Binding, Merchant, Terminal
 
 logger = logging.getLogger(__name__)
+
+# How long to wait for the server process of a lost connection to finish
+# what it received (a COMMIT) before asking whether the case was filed.
+LOST_CONNECTION_WAIT_SECONDS = 10
 
 
 class IntakeRejected(Exception):
@@ -258,9 +267,11 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
         return existing, token_for_salt(salt)
 
     stored: list[tuple[str, CleanUpload, str]] = []
+    backend_pid = None
     try:
         for kind, upload in filing.uploads:
             stored.append((kind, upload, upload.store()))
+        backend_pid = _backend_pid()
         case = _case_create(filing=filing, salt=salt, stored=stored)
     except IntegrityError:
         _delete_stored(stored)
@@ -270,12 +281,67 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
         raise CaseActionError(
             _("There is already an open request for one of these terminals.")
         ) from None
+    except DatabaseError:
+        # The connection may have dropped after the COMMIT reached the server:
+        # then the case exists and its stored documents must stay.
+        try:
+            filed = _case_filed_after_lost_connection(
+                salt=salt, backend_pid=backend_pid
+            )
+        except DatabaseError:
+            logger.error(
+                "could not tell whether a filing was committed; kept its files %s",
+                [name for _kind, _upload, name in stored],
+            )
+            raise
+        if filed is None:
+            _delete_stored(stored)
+            raise
+        logger.warning("case %s was filed although its commit failed", filed.pk)
+        for pk in filed.notifications.filter(
+            status=Notification.Status.PENDING
+        ).values_list("pk", flat=True):
+            notification_requeue(notification_id=pk)
+        return filed, token_for_salt(salt)
     except BaseException:
         _delete_stored(stored)
         raise
     finally:
         _discard(filing.uploads)
     return case, token_for_salt(salt)
+
+
+def _backend_pid() -> int | None:
+    """The PostgreSQL server process of this connection, if there is one."""
+    if connection.vendor != "postgresql" or connection.connection is None:
+        return None
+    return connection.connection.info.backend_pid
+
+
+def _case_filed_after_lost_connection(
+    *, salt: str, backend_pid: int | None
+) -> Case | None:
+    """Return the case of ``salt`` if its filing was committed after all.
+
+    Asked on a new connection once the server process of the lost one has
+    exited (a COMMIT it received may still be running until then). Inside an
+    outer transaction nothing was committed: None. Raise DatabaseError when
+    the database cannot be asked.
+    """
+    if connection.in_atomic_block:
+        return None
+    connection.close()
+    if backend_pid is not None:
+        deadline = time.monotonic() + LOST_CONNECTION_WAIT_SECONDS
+        with connection.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend_pid]
+                )
+                if cursor.fetchone() is None:
+                    break
+                time.sleep(0.05)
+    return Case.objects.filter(token_salt=salt).first()
 
 
 @transaction.atomic
