@@ -83,6 +83,9 @@ def request_new(request: HttpRequest) -> HttpResponse:
             initial={
                 "submission_key": secrets.token_hex(16),
                 "applicant_is_legal_rep": True,
+                # Carried over from a binding check so a phone user need not retype.
+                "merchant_id": request.GET.get("merchant_id", "")[:15],
+                "serial_numbers": request.GET.get("serial_numbers", "")[:400],
             }
         )
     return render(

@@ -1,5 +1,7 @@
 """Merchant-facing registry pages."""
 
+from urllib.parse import urlencode
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -27,4 +29,16 @@ def binding_status(request: HttpRequest) -> HttpResponse:
     bound = None
     if form.is_valid():
         bound = binding_status_check(**form.cleaned_data)
-    return render(request, "terminals/status.html", {"form": form, "bound": bound})
+    prefill = ""
+    if bound:
+        prefill = urlencode(
+            {
+                "merchant_id": form.cleaned_data["merchant_id"],
+                "serial_numbers": form.cleaned_data["serial_number"],
+            }
+        )
+    return render(
+        request,
+        "terminals/status.html",
+        {"form": form, "bound": bound, "prefill": prefill},
+    )

@@ -480,3 +480,18 @@ def test_withdraw_is_refused_after_approval(hooks_client, state):
     assert "can no longer be withdrawn" in response.content.decode()
     case.refresh_from_db()
     assert case.state == state
+
+
+def test_a_bound_result_links_to_a_prefilled_request_form(client, registry):
+    merchant, terminals = registry
+
+    status = client.get(
+        reverse("terminals:status"),
+        {"merchant_id": merchant.merchant_id, "serial_number": terminals[0].serial_number},
+    )
+    link = re.search(r'href="(/requests/new/\?[^"]+)"', status.content.decode()).group(1)
+    form = client.get(link.replace("&amp;", "&"))
+
+    html = form.content.decode()
+    assert f'value="{merchant.merchant_id}"' in html
+    assert terminals[0].serial_number in html
