@@ -93,20 +93,26 @@ def missing_for_recommendation(case: Case) -> list[str]:
     accepted = {
         d.kind for d in documents if d.review_status == Document.ReviewStatus.ACCEPTED
     }
+    pending = [d for d in documents if d.review_status == Document.ReviewStatus.PENDING]
+    pending_kinds = {d.kind for d in pending}
     problems: list[str] = []
+    # One line per file still to review, then one per required kind that has
+    # no document at all awaiting or passing review.
+    for document in pending:
+        problems.append(
+            str(
+                _("%(kind)s: “%(name)s” is not reviewed yet")
+                % {"kind": document.get_kind_display(), "name": document.original_name}
+            )
+        )
     for kind in case.required_document_kinds():
-        if kind not in accepted:
+        if kind not in accepted and kind not in pending_kinds:
             problems.append(
                 str(
-                    _("no accepted document of kind “%(kind)s”")
+                    _("%(kind)s: no accepted document")
                     % {"kind": Document.Kind(kind).label}
                 )
             )
-    pending = [d for d in documents if d.review_status == Document.ReviewStatus.PENDING]
-    for document in pending:
-        problems.append(
-            str(_("“%(name)s” is not reviewed yet") % {"name": document.original_name})
-        )
     return problems
 
 
