@@ -195,14 +195,22 @@ class CleanUpload:
 
         Return the storage name to put in ``Document.file``. The content is
         copied in chunks and hashed again on the way; if it no longer matches
-        ``sha256`` the stored copy is deleted and ValidationError raised.
+        ``sha256`` the stored copy is deleted and ValidationError raised. An
+        OSError (disk full) propagates with nothing left in the storage.
         """
         if self._source is None:
             raise ValueError("This upload was discarded and cannot be stored.")
         content = _HashingFile(self._source)
-        name = default_storage.save(
-            document_upload_to(None, f"upload{self.extension}"), content
-        )
+        name = document_upload_to(None, f"upload{self.extension}")
+        try:
+            name = default_storage.save(name, content)
+        except OSError:
+            # A write that fails half-way (disk full) leaves the part written
+            # behind in FileSystemStorage. The name is random: nothing else
+            # can be stored under it.
+            with contextlib.suppress(OSError):
+                default_storage.delete(name)
+            raise
         # Storages that read with chunks() (FileSystemStorage) are checked;
         # others that read differently are trusted.
         if content.hashed and (

@@ -41,6 +41,16 @@ logger = logging.getLogger(__name__)
 # what it received (a COMMIT) before asking whether the case was filed.
 LOST_CONNECTION_WAIT_SECONDS = 10
 
+# Shown when the document storage cannot take the files (disk full, I/O error).
+STORAGE_FAILED_FILING = _(
+    "We could not store your documents just now. Nothing was filed; please try "
+    "again in a few minutes."
+)
+STORAGE_FAILED_ANSWER = _(
+    "We could not store your documents just now. Your answer was not sent; "
+    "please try again in a few minutes."
+)
+
 
 class IntakeRejected(Exception):
     """The request does not match the registry; ``errors`` maps form fields to messages."""
@@ -269,8 +279,12 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     stored: list[tuple[str, CleanUpload, str]] = []
     backend_pid = None
     try:
-        for kind, upload in filing.uploads:
-            stored.append((kind, upload, upload.store()))
+        try:
+            for kind, upload in filing.uploads:
+                stored.append((kind, upload, upload.store()))
+        except OSError as exc:
+            logger.error("could not store an upload: %s", exc)
+            raise CaseActionError(STORAGE_FAILED_FILING) from exc
         backend_pid = _backend_pid()
         case = _case_create(filing=filing, salt=salt, stored=stored)
     except IntegrityError:
@@ -559,8 +573,12 @@ def case_respond(
             case = case_lock(case_id=case_id)
             if case.state != CaseState.INFO_REQUESTED:
                 raise CaseActionError(_("This request is not waiting for your answer."))
-            for kind, upload in uploads:
-                stored.append((kind, upload, upload.store()))
+            try:
+                for kind, upload in uploads:
+                    stored.append((kind, upload, upload.store()))
+            except OSError as exc:
+                logger.error("could not store an upload: %s", exc)
+                raise CaseActionError(STORAGE_FAILED_ANSWER) from exc
             for kind, upload, name in stored:
                 document = Document.objects.create(
                     case=case,
