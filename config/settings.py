@@ -141,7 +141,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "axes/lockout.html"
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "config.throttling.client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.security.axes_client_ip"
 # Two-factor for staff (django-otp, TOTP). Anyone with a confirmed device
 # enters its code at login; with STAFF_OTP_REQUIRED=1 members of these groups
 # cannot sign in without one. Off by default so the demo logins work.

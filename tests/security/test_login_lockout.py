@@ -148,3 +148,18 @@ def test_lockout_off_means_no_lock(client, settings):
 
     # then
     assert response.status_code == HTTPStatus.FOUND
+
+
+def test_a_request_without_a_client_address_can_still_log_in(client, lockout):
+    # given: e.g. gunicorn on a unix socket leaves REMOTE_ADDR empty
+    make_staff("alice")
+
+    # when
+    failed = login(client, "alice", password="wrong", REMOTE_ADDR="")
+    attempt = AccessAttempt.objects.get(username="alice")
+    response = login(client, "alice", REMOTE_ADDR="")
+
+    # then: recorded without an address, no server error (PostgreSQL: inet)
+    assert failed.status_code == HTTPStatus.OK
+    assert attempt.ip_address is None
+    assert response.status_code == HTTPStatus.FOUND
