@@ -447,27 +447,32 @@ def verify(product_keys: list[str], ceiling_keys: list[str]) -> list[str]:
 
 def profile(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> str:
     """Profile ``count`` filings of each kind in process (Django test client)."""
+    from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     try:
         from pyinstrument import Profiler
     except ImportError:
         return "(pyinstrument is not installed: `.venv/bin/pip install pyinstrument`)"
 
-    def filings(ceiling: bool, batch: list[Merchant]) -> float:
+    def filings(ceiling: bool, batch: list[Merchant]) -> tuple[float, float]:
+        """File ``batch``; return this process's CPU ms per GET and per POST."""
         client = Client(enforce_csrf_checks=True, HTTP_HOST="127.0.0.1")
         load = Load(
             port=0, duration=0, concurrency=1, merchants=[], pdfs=pdfs, ceiling=ceiling
         )
-        cpu = time.process_time()
+        path = "/ceiling/upload/" if ceiling else "/requests/new/"
+        get_cpu = post_cpu = 0.0
         for merchant in batch:
-            path = "/ceiling/upload/" if ceiling else "/requests/new/"
+            started = time.process_time()
             html = client.get(path).content.decode()
-            csrf = re.search(HIDDEN_RE.format(name="csrfmiddlewaretoken"), html).group(
-                1
-            )
+            got = time.process_time()
+            csrf = re.search(HIDDEN_RE.format(name="csrfmiddlewaretoken"), html)
             key = re.search(HIDDEN_RE.format(name="submission_key"), html)
-            data = dict(load.fields(merchant, csrf, key.group(1) if key else ""))
+            data = dict(
+                load.fields(merchant, csrf.group(1), key.group(1) if key else "")
+            )
             for name, pdf in zip(
                 ("business_licence", "legal_rep_id", "device_evidence"),
                 pdfs,
@@ -476,28 +481,86 @@ def profile(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> st
                 upload = io.BytesIO(pdf)
                 upload.name = f"{name}.pdf"
                 data[name] = upload
+            posting = time.process_time()
             response = client.post(path, data)
+            post_cpu += time.process_time() - posting
+            get_cpu += got - started
             assert response.status_code == 302, response.status_code
-        return (time.process_time() - cpu) / len(batch) * 1000
+        return get_cpu / len(batch) * 1000, post_cpu / len(batch) * 1000
 
-    product_batch = [merchants.pop() for _ in range(count)]
-    ceiling_batch = [merchants.pop() for _ in range(count)]
     filings(False, [merchants.pop() for _ in range(3)])  # warm up
     filings(True, [merchants.pop() for _ in range(3)])
-    profiler = Profiler(interval=0.001)
-    profiler.start()
-    product_cpu = filings(False, product_batch)
-    profiler.stop()
-    ceiling_cpu = filings(True, ceiling_batch)
-    text = profiler.output_text(unicode=True, color=False, show_all=False)
-    lines = [line for line in text.splitlines() if line.strip()][:70]
-    return (
-        f"CPU time of this process per filing (GET + POST, in process, {count} "
-        f"filings each): product {product_cpu:.1f} ms, ceiling {ceiling_cpu:.1f} ms.\n\n"
-        "pyinstrument, product filings (wall time, trimmed):\n\n```\n"
-        + "\n".join(lines)
-        + "\n```"
-    )
+    product = filings(False, [merchants.pop() for _ in range(count)])
+    ceiling = filings(True, [merchants.pop() for _ in range(count)])
+    # Counted right away: every request start clears the connection's log.
+    with CaptureQueriesContext(connection) as captured:
+        filings(False, [merchants.pop()])
+    queries = captured.captured_queries
+    with CaptureQueriesContext(connection) as captured:
+        filings(True, [merchants.pop()])
+    ceiling_queries = captured.captured_queries
+    sections = []
+    for label, ceiling_flag in (
+        ("GET /requests/new/", None),
+        ("POST /requests/new/", False),
+    ):
+        profiler = Profiler(interval=0.001)
+        batch = [merchants.pop() for _ in range(count // 2)]
+        if ceiling_flag is None:
+            client = Client(HTTP_HOST="127.0.0.1")
+            profiler.start()
+            for _ in batch:
+                client.get("/requests/new/")
+            profiler.stop()
+        else:
+            profiler.start()
+            filings(False, batch)
+            profiler.stop()
+        text = profiler.output_text(unicode=True, color=False, show_all=False)
+        lines = [line for line in text.splitlines() if line.strip()][4:64]
+        sections.append(
+            f"{label} ({len(batch)} requests):\n\n```\n" + "\n".join(lines) + "\n```"
+        )
+    product_ms, ceiling_ms = sum(product), sum(ceiling)
+    return f"""CPU time of the Django process per request, in process with the test
+client ({count} filings each): product GET {product[0]:.1f} ms + POST
+{product[1]:.1f} ms = {product_ms:.0f} ms per filing, {len(queries)} SQL
+queries in the POST; ceiling GET {ceiling[0]:.1f} ms + POST {ceiling[1]:.1f} ms =
+{ceiling_ms:.0f} ms, {len(ceiling_queries)} queries in its POST. Both are CPU-bound on the
+same two cores (shared with PostgreSQL and the load generator), so the
+throughput ratio cannot exceed about {ceiling_ms / product_ms:.2f} until the
+product's CPU per filing comes down.
+
+**Why the goal is missed, and the plan** (profiles below):
+
+1. **The GET renders the crispy-forms layout** of the 22-field form:
+   {product[0]:.0f} ms, nearly all of it template rendering
+   (`crispy_forms` → `django.template`). The unbound form is the same for
+   everyone but for the CSRF token and the submission key. Plan: render the
+   fields once per language and cache the HTML (`{{% cache %}}` fragment keyed
+   by language around `{{% crispy form %}}` when the form is unbound, with
+   `helper.form_tag = False` and the `<form>` tag, `{{% csrf_token %}}` and the
+   submission key outside the fragment): about 5 ms. Files:
+   `cases/forms.py`, `templates/cases/request_form.html` (intake's).
+2. **The POST** ({product[1]:.0f} ms): the verification e-mail is rendered and
+   sent inside the request, because this benchmark runs without a broker
+   (eager Celery): with `CELERY_BROKER_URL` set it is only queued; pypdf's
+   structure walk of each PDF (required: active-content checks); the registry
+   checks and the case transaction ({len(queries)} queries, each one ORM
+   compile + a round trip); the multipart parse, which the ceiling pays too.
+   Plan: measure again with a broker; keep the PDF checks; fold
+   `intake_check`'s lookups (merchant, bindings, open cases) into fewer
+   queries.
+3. With 1 and 2 the product would cost roughly 3× the ceiling, a ratio near
+   0.3: the rest is the work the domain requires (PDF checks, registry
+   checks, audit event, outbox row). A ratio of 0.7 against a view that does
+   none of it is out of reach on this stack; the goal should name a ceiling
+   that also validates the PDFs, or an absolute rate.
+
+pyinstrument (wall time, so inflated by the machine's load; the second profile
+is of whole filings, GET included):
+
+""" + "\n\n".join(sections)
 
 
 def pct(values: list[float], q: float) -> float:
