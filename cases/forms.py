@@ -8,7 +8,6 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from cases.models import Document, Reason, required_document_kinds
 from cases.uploads import CleanUpload, upload_clean, uploads_total_size
@@ -509,11 +508,3 @@ class TrackForm(forms.Form):
         if not re.fullmatch(r"[A-Za-z0-9_-]{20,64}", token):
             raise ValidationError(_("This does not look like a tracking link."))
         return token
-
-
-def errors_count_message(count: int) -> str:
-    return ngettext(
-        "Please correct the error below.",
-        "Please correct the %(count)d errors below.",
-        count,
-    ) % {"count": count}
