@@ -39,7 +39,8 @@ from django.db import (
     transaction,
 )
 from django.db.models import F, Q
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from cases import events, roles
 from cases.models import (
@@ -291,7 +292,9 @@ def _step_verify_bindings(
 ) -> dict:
     """Check every terminal is still actively bound to the merchant as filed."""
     if case.merchant.status != Merchant.Status.ACTIVE:
-        raise ExecutionError(f"Merchant {case.merchant.merchant_id} is closed.")
+        raise ExecutionError(
+            gettext("Merchant %(id)s is closed.") % {"id": case.merchant.merchant_id}
+        )
     ids = [t.pk for t in terminals]
     if case.replacement_terminal_id:
         ids.append(case.replacement_terminal_id)
@@ -304,19 +307,28 @@ def _step_verify_bindings(
     for terminal in terminals:
         owner = bound_to.get(terminal.pk)
         if owner is None:
-            problems.append(f"{terminal.serial_number} is no longer bound")
+            problems.append(
+                gettext("%(sn)s is no longer bound") % {"sn": terminal.serial_number}
+            )
         elif owner != case.merchant_id:
-            problems.append(f"{terminal.serial_number} is bound to another merchant")
+            problems.append(
+                gettext("%(sn)s is bound to another merchant")
+                % {"sn": terminal.serial_number}
+            )
     replacement = case.replacement_terminal
     if replacement is not None and bound_to.get(replacement.pk) not in (
         None,
         case.merchant_id,
     ):
         problems.append(
-            f"replacement {replacement.serial_number} is bound to another merchant"
+            gettext("replacement %(sn)s is bound to another merchant")
+            % {"sn": replacement.serial_number}
         )
     if problems:
-        raise ExecutionError("Bindings changed since filing: " + "; ".join(problems))
+        raise ExecutionError(
+            gettext("Bindings changed since filing: %(problems)s")
+            % {"problems": "; ".join(problems)}
+        )
     return {"terminals": [t.serial_number for t in terminals]}
 
 
@@ -573,7 +585,7 @@ def case_execution_fail(*, case_id: int, step: str, reason: str) -> bool:
                         dedupe_key=f"case:{case.pk}:execution_failed:{event.pk}",
                         context={
                             "step": step,
-                            "step_label": str(Step(step).label),
+                            "step_label": _step_label(step, case.language),
                             "reason": reason,
                             "admin_path": f"/admin/cases/case/{case.pk}/change/",
                         },
@@ -585,6 +597,12 @@ def case_execution_fail(*, case_id: int, step: str, reason: str) -> bool:
         else:
             logger.error("case %s failed and no Operations user has an e-mail", case_id)
     return True
+
+
+def _step_label(step: str, language: str) -> str:
+    """The step's name in the language of the e-mail it goes into."""
+    with translation.override(language):
+        return str(Step(step).label)
 
 
 def case_execution_give_up(*, case_id: int, error: BaseException) -> bool:
@@ -599,7 +617,8 @@ def case_execution_give_up(*, case_id: int, error: BaseException) -> bool:
     return case_execution_fail(
         case_id=case_id,
         step=pending or Step.VERIFY_BINDINGS,
-        reason=f"Gave up after repeated temporary errors: {_describe(error)}",
+        reason=gettext("Gave up after repeated temporary errors: %(error)s")
+        % {"error": _describe(error)},
     )
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -255,10 +255,12 @@ def _supersede_stale(terminals: list[Terminal], *, now) -> None:
     for case_id in list(stale_ids):
         stale = case_lock(case_id=case_id)
         if stale.state == CaseState.PENDING_VERIFICATION:
+            with translation.override(stale.language):
+                note = str(_("Superseded by a new request for the same terminal."))
             case_apply_transition(
                 case=stale,
                 name="expire",
-                note="superseded by a new request for the same terminal",
+                note=note,
                 visible_to_merchant=True,
             )
 
