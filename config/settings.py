@@ -243,7 +243,9 @@ OUTBOX_SWEEP_AFTER = timedelta(
 # times; then the case fails at its step and Operations is e-mailed.
 EXECUTION_MAX_RETRIES = env.int("EXECUTION_MAX_RETRIES", default=8)
 EXECUTION_RETRY_BACKOFF = env.int("EXECUTION_RETRY_BACKOFF_SECONDS", default=2)
-EXECUTION_RETRY_BACKOFF_MAX = env.int("EXECUTION_RETRY_BACKOFF_MAX_SECONDS", default=300)
+EXECUTION_RETRY_BACKOFF_MAX = env.int(
+    "EXECUTION_RETRY_BACKOFF_MAX_SECONDS", default=300
+)
 # E-mail: SMTP errors are retried the same way, then the notice is marked failed.
 NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=12)
 NOTIFICATION_RETRY_BACKOFF = env.int("NOTIFICATION_RETRY_BACKOFF_SECONDS", default=5)
@@ -374,7 +376,14 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_tokens": {"()": "config.logging.RedactTrackingTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
