@@ -186,13 +186,13 @@ class Case(models.Model):
     client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
     # Random salt of the tracking token; the form's submission key, so that a
     # repeated POST of the same form finds this case instead of making another.
-    token_salt = models.CharField(max_length=64, unique=True)
+    token_salt = models.CharField(_("token salt"), max_length=64, unique=True)
 
     # Identity verification (the code itself is never stored).
-    code_hash = models.CharField(max_length=64, blank=True)
-    code_expires_at = models.DateTimeField(null=True, blank=True)
-    code_attempts = models.PositiveSmallIntegerField(default=0)
-    code_sent_at = models.DateTimeField(null=True, blank=True)
+    code_hash = models.CharField(_("code hash"), max_length=64, blank=True)
+    code_expires_at = models.DateTimeField(_("code expires at"), null=True, blank=True)
+    code_attempts = models.PositiveSmallIntegerField(_("code attempts"), default=0)
+    code_sent_at = models.DateTimeField(_("code sent at"), null=True, blank=True)
 
     # Review.
     assigned_to = models.ForeignKey(
@@ -247,10 +247,16 @@ class Case(models.Model):
     submitted_at = models.DateTimeField(_("submitted at"), null=True, blank=True)
     review_due_at = models.DateTimeField(_("review due"), null=True, blank=True)
     approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
-    info_requested_at = models.DateTimeField(null=True, blank=True)
-    info_reminded_at = models.DateTimeField(null=True, blank=True)
+    info_requested_at = models.DateTimeField(
+        _("information requested at"), null=True, blank=True
+    )
+    info_reminded_at = models.DateTimeField(
+        _("reminder sent at"), null=True, blank=True
+    )
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
-    execution_queued_at = models.DateTimeField(null=True, blank=True)
+    execution_queued_at = models.DateTimeField(
+        _("execution queued at"), null=True, blank=True
+    )
 
     objects = CaseQuerySet.as_manager()
 
@@ -469,7 +475,10 @@ class CaseTerminal(models.Model):
     so that the database refuses a second open case for the same terminal."""
 
     case = models.ForeignKey(
-        Case, on_delete=models.CASCADE, related_name="case_terminals"
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.CASCADE,
+        related_name="case_terminals",
     )
     terminal = models.ForeignKey(
         Terminal,
@@ -477,7 +486,7 @@ class CaseTerminal(models.Model):
         on_delete=models.PROTECT,
         related_name="case_links",
     )
-    is_open = models.BooleanField(default=True)
+    is_open = models.BooleanField(_("case open"), default=True)
 
     class Meta:
         verbose_name = _("terminal of the case")
@@ -601,7 +610,9 @@ class CaseEvent(models.Model):
         STAFF = "staff", _("Staff")
         SYSTEM = "system", _("System")
 
-    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="events")
+    case = models.ForeignKey(
+        Case, verbose_name=_("case"), on_delete=models.PROTECT, related_name="events"
+    )
     type = models.CharField(_("type"), max_length=32, choices=Type.choices)
     actor_kind = models.CharField(_("by"), max_length=16, choices=Actor.choices)
     actor = models.ForeignKey(
@@ -619,7 +630,9 @@ class CaseEvent(models.Model):
     transition = models.CharField(_("transition"), max_length=32, blank=True)
     note = models.TextField(_("note"), blank=True)
     payload = models.JSONField(_("details"), default=dict, blank=True)
-    visible_to_merchant = models.BooleanField(default=False)
+    visible_to_merchant = models.BooleanField(
+        _("visible to the merchant"), default=False
+    )
     client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
     created_at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
 
@@ -668,9 +681,9 @@ class Notification(models.Model):
     recipients = models.JSONField(_("recipients"), default=list)
     language = models.CharField(_("language"), max_length=10, default="zh-hans")
     # Template context. A verification code is removed once the mail is sent.
-    context = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(_("context"), default=dict, blank=True)
     # Prevents the same notice being queued twice for the same cause.
-    dedupe_key = models.CharField(max_length=120, unique=True)
+    dedupe_key = models.CharField(_("deduplication key"), max_length=120, unique=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
     )
@@ -715,9 +728,11 @@ class ExecutionStep(models.Model):
         FAILED = "failed", _("Failed")
         SKIPPED = "skipped", _("Not needed")
 
-    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="steps")
+    case = models.ForeignKey(
+        Case, verbose_name=_("case"), on_delete=models.PROTECT, related_name="steps"
+    )
     step = models.CharField(_("step"), max_length=32, choices=Step.choices)
-    position = models.PositiveSmallIntegerField()
+    position = models.PositiveSmallIntegerField(_("position"))
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
     )

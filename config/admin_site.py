@@ -8,6 +8,7 @@ at module level; the login form lives in ``config.security``.
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class StaffAdminSite(admin.AdminSite):
@@ -19,6 +20,8 @@ class StaffAdminSite(admin.AdminSite):
     """
 
     login_template = "admin/staff_login.html"
+    site_header = _("POS terminal unbinding · back office")
+    site_title = _("POS terminal unbinding")
 
     def login(self, request, extra_context=None):
         from config.security import StaffLoginForm
