@@ -19,7 +19,9 @@ docs/benchmarks.md. The Redis database named by CELERY_BROKER_URL is flushed.
 """
 
 import argparse
+import email.policy
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -28,6 +30,7 @@ import tempfile
 import threading
 import time
 from decimal import Decimal
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,13 +69,10 @@ class Sink:
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        subject = ""
-        for line in envelope.content.split(b"\r\n"):
-            if line.startswith(b"Subject:"):
-                subject = line.decode(errors="replace")
-                break
-            if not line:
-                break
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(
+            envelope.content
+        )
+        subject = str(headers["Subject"] or "")
         with self.lock:
             self.arrivals.append((time.time(), subject, envelope.rcpt_tos[0]))
         return "250 OK"
@@ -295,17 +295,27 @@ def completion_latencies(sink: Sink, approved: dict[str, float]) -> list[float]:
         arrivals = list(sink.arrivals)
     for at, subject, first_recipient in arrivals:
         # The merchant's notice goes to merchantN@...; departments get their own.
-        start = subject.find("[UB-BENCH-")
-        if start < 0 or not first_recipient.startswith("merchant"):
+        match = re.search(r"UB-BENCH-\d{6}", subject)
+        if match is None or not first_recipient.startswith("merchant"):
             continue
-        reference = subject[start + 1 : start + 17]
+        reference = match.group(0)
         if reference in approved:
             latencies.append(at - approved[reference])
     return latencies
 
 
-def count_queries(case_ids: list[int]) -> tuple[float, float]:
-    """Mean queries per case (execution) and per notice (sending), in process."""
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+def _split(queries) -> tuple[int, int]:
+    """(SQL statements, transactions) of a captured block."""
+    sql = [q["sql"] for q in queries]
+    statements = [q for q in sql if not q.startswith(TRANSACTION_CONTROL)]
+    return len(statements), sum(1 for q in sql if q.startswith("COMMIT"))
+
+
+def count_queries(case_ids: list[int]) -> dict[str, float]:
+    """Mean statements and transactions per case (execution) and per e-mail sent."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -319,19 +329,24 @@ def count_queries(case_ids: list[int]) -> tuple[float, float]:
     for case_id in case_ids:
         with CaptureQueriesContext(connection) as queries:
             case_execute(case_id=case_id)
-        per_case.append(len(queries))
+        per_case.append(_split(queries))
     per_notice = []
     for pk in Notification.objects.filter(case_id__in=case_ids).values_list(
         "pk", flat=True
     ):
         with CaptureQueriesContext(connection) as queries:
             notification_send(notification_id=pk)
-        per_notice.append(len(queries))
-    return statistics.mean(per_case), statistics.mean(per_notice)
+        per_notice.append(_split(queries))
+    return {
+        "case_sql": statistics.mean(s for s, _ in per_case),
+        "case_tx": statistics.mean(t for _, t in per_case),
+        "mail_sql": statistics.mean(s for s, _ in per_notice),
+        "mail_tx": statistics.mean(t for _, t in per_notice),
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
+    ordered = sorted(values) or [float("nan")]
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
@@ -382,7 +397,7 @@ def main() -> None:
         reset_data()
         sample = create_cases(SAMPLE_FOR_QUERIES, offset=offset)
         offset += SAMPLE_FOR_QUERIES
-        queries_per_case, queries_per_notice = count_queries(sample)
+        counts = count_queries(sample)
 
         for processes in args.processes:
             redis.Redis.from_url(broker).flushdb()
@@ -473,8 +488,11 @@ script; "end to end" is cases / (execution time + e-mail time).
 
 {chr(10).join(table)}
 
-- Queries per case (the execution task, all seven steps, same code in process):
-  **{queries_per_case:.1f}**; per e-mail sent: **{queries_per_notice:.1f}**.
+- Queries per case (the execution task, all seven steps, same code in process,
+  one terminal, two departments): **{counts["case_sql"]:.0f} SQL statements** in
+  {counts["case_tx"]:.0f} transactions (each transaction adds a BEGIN and a COMMIT
+  round trip); per e-mail sent: **{counts["mail_sql"]:.0f} statements** in
+  {counts["mail_tx"]:.0f} transaction.
 - Approval → completion e-mail received, {args.paced} cases approved at
   {args.rate:g}/s with one process keeping up: p50 **{
         percentile(latency_rows, 50) * 1000:.0f} ms**, p95 **{
