@@ -17,6 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from django_fsm import FSMField, transition
 
 from cases import roles
@@ -288,6 +289,19 @@ class Case(models.Model):
                 fields=["review_due_at", "id"],
                 condition=Q(replacement_terminal__isnull=False),
                 name="case_replacement_due",
+            ),
+            # The overdue filter (CaseQuerySet.overdue, same states in the same
+            # order): without it the due-date walk passes every closed case.
+            models.Index(
+                fields=["review_due_at", "id"],
+                condition=Q(
+                    state__in=[
+                        CaseState.SUBMITTED,
+                        CaseState.IN_REVIEW,
+                        CaseState.AWAITING_APPROVAL,
+                    ]
+                ),
+                name="case_waiting_due",
             ),
         ]
         permissions = [
@@ -664,9 +678,9 @@ class Notification(models.Model):
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
 
     class Status(models.TextChoices):
-        PENDING = "pending", _("Pending")
+        PENDING = "pending", pgettext_lazy("notification status", "Pending")
         SENT = "sent", _("Sent")
-        FAILED = "failed", _("Failed")
+        FAILED = "failed", pgettext_lazy("notification status", "Failed")
         CANCELLED = "cancelled", _("Cancelled")
 
     case = models.ForeignKey(

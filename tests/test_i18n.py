@@ -213,7 +213,7 @@ def test_the_compiled_catalogue_serves_every_translation_of_the_po():
     # when
     with translation.override("zh-hans"):
         served = {
-            e.msgid: (
+            (e.msgctxt, e.msgid): (
                 translation.npgettext(e.msgctxt, e.msgid, e.msgid_plural, 1)
                 if e.msgctxt and e.msgid_plural
                 else translation.pgettext(e.msgctxt, e.msgid)
@@ -227,7 +227,9 @@ def test_the_compiled_catalogue_serves_every_translation_of_the_po():
 
     # then
     stale = [
-        e.msgid for e in live_entries(po) if served[e.msgid] != translations_of(e)[0]
+        e.msgid
+        for e in live_entries(po)
+        if served[(e.msgctxt, e.msgid)] != translations_of(e)[0]
     ]
     assert stale == [], "django.mo is stale: run manage.py compile_catalogues"
 
