@@ -579,7 +579,7 @@ def pages(*, reviewer, rng: random.Random) -> list[Page]:
         ),
         Page(
             "search_name",
-            "search: merchant name prefix (≈100 merchants)",
+            "search: merchant name prefix (≈250 merchants)",
             "search",
             [q(q=p) for p in prefix],
             [],
