@@ -26,7 +26,7 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 messages: install
-	$(BIN)/python manage.py compile_catalogues
+	$(BIN)/python manage.py compile_catalogues --settings=config.settings_test
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput

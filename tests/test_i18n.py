@@ -425,3 +425,15 @@ def test_every_e_mail_renders_in_chinese_without_english_sentences(kind):
         assert english == [], (kind, english)
     if notice.case is not None:
         assert subject.startswith(f"[{notice.case.reference}] ")
+
+
+@pytest.mark.django_db
+def test_staff_choose_their_language_in_admin(admin_client):
+    page = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en")
+    assert 'id="admin-language-switch"' in page.content.decode()
+
+    admin_client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/admin/"})
+    page = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en")
+
+    assert page.content.decode().count('lang="zh-hans"') >= 1
+    assert "管理后台" in page.content.decode()
