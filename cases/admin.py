@@ -954,6 +954,16 @@ def _gone(request):
 
 
 @admin.register(CaseEvent)
+def _state_label(state: str) -> str:
+    """The state's name in the current language (raw key if unknown, '' if blank)."""
+    if not state:
+        return ""
+    try:
+        return CaseState(state).label
+    except ValueError:
+        return state
+
+
 class CaseEventAdmin(admin.ModelAdmin):
     """The audit trail: readable, never added to, changed or deleted here."""
 
@@ -962,12 +972,20 @@ class CaseEventAdmin(admin.ModelAdmin):
         "case",
         "type",
         "transition",
-        "from_state",
-        "to_state",
+        "from_state_label",
+        "to_state_label",
         "actor_label",
         "visible_to_merchant",
     )
     list_filter = ("type", "actor_kind", "visible_to_merchant")
+
+    @admin.display(description=_("from"), ordering="from_state")
+    def from_state_label(self, event):
+        return _state_label(event.from_state)
+
+    @admin.display(description=_("to"), ordering="to_state")
+    def to_state_label(self, event):
+        return _state_label(event.to_state)
     list_select_related = ("case",)
     search_fields = ("case__reference",)
     show_full_result_count = False
