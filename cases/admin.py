@@ -953,7 +953,6 @@ def _gone(request):
 # --- CaseEvent ------------------------------------------------------------------------
 
 
-@admin.register(CaseEvent)
 def _state_label(state: str) -> str:
     """The state's name in the current language (raw key if unknown, '' if blank)."""
     if not state:
@@ -964,6 +963,7 @@ def _state_label(state: str) -> str:
         return state
 
 
+@admin.register(CaseEvent)
 class CaseEventAdmin(admin.ModelAdmin):
     """The audit trail: readable, never added to, changed or deleted here."""
 
