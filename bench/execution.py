@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--paced", type=int, default=150)
-    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=3.0)
     args = parser.parse_args()
     # Stopped with SIGTERM: still stop the workers (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -494,7 +494,8 @@ script; "end to end" is cases / (execution time + e-mail time).
   round trip); per e-mail sent: **{counts["mail_sql"]:.0f} statements** in
   {counts["mail_tx"]:.0f} transaction.
 - Approval → completion e-mail received, {args.paced} cases approved at
-  {args.rate:g}/s with one process keeping up: p50 **{
+  {args.rate:g}/s with one worker process (queueing included when that is more
+  than it finishes end to end): p50 **{
         percentile(latency_rows, 50) * 1000:.0f} ms**, p95 **{
         percentile(latency_rows, 95) * 1000:.0f} ms** ({len(latency_rows)} e-mails).
 - Goals: ≥ 25 cases/s per worker process, ≤ 40 queries per case.
