@@ -84,7 +84,11 @@ def celery_broker(url: str) -> Iterator[None]:
 
     from config.celery import app
 
-    saved = (app.conf.task_always_eager, app.conf.broker_url)
+    # app.conf reads Django settings live; what is set here goes into its
+    # "changes" layer, which must be emptied again afterwards rather than
+    # filled with the values seen now (a test may have changed the settings).
+    keys = ("task_always_eager", "broker_url")
+    saved = {key: app.conf.changes[key] for key in keys if key in app.conf.changes}
 
     def reset_pools() -> None:
         # Pools are cached per connection URL in kombu's registry: drop them all.
@@ -102,7 +106,9 @@ def celery_broker(url: str) -> Iterator[None]:
         yield
     finally:
         reset_pools()
-        app.conf.task_always_eager, app.conf.broker_url = saved
+        for key in keys:
+            app.conf.changes.pop(key, None)
+        app.conf.changes.update(saved)
         if saved_env is None:
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
