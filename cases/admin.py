@@ -986,6 +986,7 @@ class CaseEventAdmin(admin.ModelAdmin):
     @admin.display(description=_("to"), ordering="to_state")
     def to_state_label(self, event):
         return _state_label(event.to_state)
+
     list_select_related = ("case",)
     search_fields = ("case__reference",)
     show_full_result_count = False

@@ -65,7 +65,9 @@ class Merchant(models.Model):
             # Prefix search on the name (LIKE '北京%') uses an index under any
             # collation on PostgreSQL; elsewhere it is an ordinary index.
             models.Index(
-                fields=["name"], name="merchant_name_prefix", opclasses=["varchar_pattern_ops"]
+                fields=["name"],
+                name="merchant_name_prefix",
+                opclasses=["varchar_pattern_ops"],
             ),
         ]
 

@@ -487,9 +487,14 @@ def test_a_bound_result_links_to_a_prefilled_request_form(client, registry):
 
     status = client.get(
         reverse("terminals:status"),
-        {"merchant_id": merchant.merchant_id, "serial_number": terminals[0].serial_number},
+        {
+            "merchant_id": merchant.merchant_id,
+            "serial_number": terminals[0].serial_number,
+        },
     )
-    link = re.search(r'href="(/requests/new/\?[^"]+)"', status.content.decode()).group(1)
+    link = re.search(r'href="(/requests/new/\?[^"]+)"', status.content.decode()).group(
+        1
+    )
     form = client.get(link.replace("&amp;", "&"))
 
     html = form.content.decode()

@@ -43,8 +43,14 @@ ATTACKS = {
     "zip renamed .jpg": ("scan.jpg", filebuilders.zip_bytes()),
     "decompression bomb": ("bomb.png", filebuilders.png_bomb_bytes()),
     "encrypted pdf": ("locked.pdf", filebuilders.encrypted_pdf_bytes()),
-    "pdf with javascript": ("js.pdf", filebuilders.pdf_with_open_action_javascript_bytes()),
-    "pdf with an embedded file": ("embed.pdf", filebuilders.pdf_with_embedded_file_bytes()),
+    "pdf with javascript": (
+        "js.pdf",
+        filebuilders.pdf_with_open_action_javascript_bytes(),
+    ),
+    "pdf with an embedded file": (
+        "embed.pdf",
+        filebuilders.pdf_with_embedded_file_bytes(),
+    ),
     "broken pdf": ("broken.pdf", filebuilders.truncated_pdf_bytes()),
     "empty file": ("empty.pdf", b""),
 }
@@ -61,7 +67,9 @@ def test_hostile_documents_are_refused_and_nothing_is_stored(
     # when it is posted
     response = hooks_client.post(
         reverse("cases:new"),
-        form_data(merchant, terminals, business_licence=SimpleUploadedFile(name, content)),
+        form_data(
+            merchant, terminals, business_licence=SimpleUploadedFile(name, content)
+        ),
     )
 
     # then the form says what is wrong with that file and nothing is kept
@@ -86,7 +94,9 @@ def test_an_oversized_file_is_refused_with_a_form_error(
     assert nothing_stored(media_root)
 
 
-def test_an_oversized_request_gets_413_not_500(hooks_client, registry, media_root, settings):
+def test_an_oversized_request_gets_413_not_500(
+    hooks_client, registry, media_root, settings
+):
     settings.UPLOAD_MAX_REQUEST_SIZE = 200 * 1024
     merchant, terminals = registry
     big = SimpleUploadedFile("big.pdf", filebuilders.large_pdf_bytes(300 * 1024))
@@ -121,7 +131,9 @@ def test_photos_lose_their_location_data(hooks_client, registry):
     merchant, terminals = registry
     photo = SimpleUploadedFile("id.jpg", filebuilders.jpeg_with_gps_bytes())
 
-    hooks_client.post(reverse("cases:new"), form_data(merchant, terminals, legal_rep_id=[photo]))
+    hooks_client.post(
+        reverse("cases:new"), form_data(merchant, terminals, legal_rep_id=[photo])
+    )
 
     document = Document.objects.get(kind="legal_rep_id")
     assert document.content_type == "image/jpeg"
@@ -168,7 +180,9 @@ def test_two_identical_posts_at_once_make_one_case(registry, settings):
     merchant, terminals = registry
     key = "cd" * 16
 
-    statuses = _post_concurrently([_payload(merchant, terminals, submission_key=key) for _ in range(2)])
+    statuses = _post_concurrently(
+        [_payload(merchant, terminals, submission_key=key) for _ in range(2)]
+    )
 
     assert statuses == [HTTPStatus.FOUND, HTTPStatus.FOUND]
     assert Case.objects.count() == 1
@@ -177,7 +191,9 @@ def test_two_identical_posts_at_once_make_one_case(registry, settings):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_requests_for_one_terminal_at_once_make_one_case(registry, media_root, settings):
+def test_two_requests_for_one_terminal_at_once_make_one_case(
+    registry, media_root, settings
+):
     settings.THROTTLE_ENABLED = False
     merchant, terminals = registry
 
