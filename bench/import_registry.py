@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,19 +84,9 @@ def generate(path: Path, *, terminals: int, merchants: int, transactions: int) -
 
 def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if it does not exist yet."""
-    import psycopg
-    from psycopg import sql
+    from bench.report import database_create_if_missing
 
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"created database {name}")
+    database_create_if_missing(url)
 
 
 def peak_rss_kib() -> int:

@@ -59,3 +59,22 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
         text = text.rstrip() + "\n\n" + section + "\n"
     REPORT.write_text(text)
     print(f"wrote section {name!r} of {REPORT}")
+
+
+def database_create_if_missing(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
