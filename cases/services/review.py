@@ -79,6 +79,18 @@ def is_case_staff(user) -> bool:
     )
 
 
+def _refuse_unless_assignee(case: Case, actor) -> None:
+    """Raise unless ``actor`` is the reviewer the case is assigned to."""
+    if case.assigned_to_id != actor.pk:
+        raise CaseActionError(
+            _(
+                "This case is assigned to %(user)s. Take it over with "
+                "“Assign to me” first."
+            )
+            % {"user": case.assigned_to or _("nobody")}
+        )
+
+
 def _refuse_auditor(actor) -> None:
     if is_auditor(actor):
         raise PermissionDenied(_("Auditors can read cases but not change them."))
@@ -149,32 +161,12 @@ def case_transition_check(*, case: Case, name: str, actor) -> None:
         actor, roles.APPROVER
     ):
         raise PermissionDenied(_("Only an approver decides on a recommended case."))
-    if (
-        case.state == CaseState.IN_REVIEW
-        and name in ASSIGNEE_ONLY
-        and case.assigned_to_id != actor.pk
-    ):
-        raise CaseActionError(
-            _(
-                "This case is assigned to %(user)s. Take it over with "
-                "“Assign to me” first."
-            )
-            % {"user": case.assigned_to or _("nobody")}
-        )
-    if (
-        name == "start_review"
-        and case.assigned_to_id is not None
-        and case.assigned_to_id != actor.pk
-    ):
+    if case.state == CaseState.IN_REVIEW and name in ASSIGNEE_ONLY:
+        _refuse_unless_assignee(case, actor)
+    if name == "start_review" and case.assigned_to_id is not None:
         # A case back from the merchant stays with its reviewer unless
         # someone takes it over explicitly.
-        raise CaseActionError(
-            _(
-                "This case is assigned to %(user)s. Take it over with "
-                "“Assign to me” first."
-            )
-            % {"user": case.assigned_to}
-        )
+        _refuse_unless_assignee(case, actor)
     if name == "recommend":
         missing = missing_for_recommendation(case)
         if missing:
@@ -367,14 +359,7 @@ def document_review(
                 )
                 % {"state": case.get_state_display()}
             )
-        if case.assigned_to_id != actor.pk:
-            raise CaseActionError(
-                _(
-                    "This case is assigned to %(user)s. Take it over with "
-                    "“Assign to me” first."
-                )
-                % {"user": case.assigned_to or _("nobody")}
-            )
+        _refuse_unless_assignee(case, actor)
         if document.kind == Document.Kind.DATA_EXPORT:
             raise CaseActionError(_("The transaction export is not reviewed."))
         previous = document.review_status
@@ -424,14 +409,7 @@ def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
                 _("Fees are stated while the case is in review; it is %(state)s.")
                 % {"state": case.get_state_display()}
             )
-        if case.assigned_to_id != actor.pk:
-            raise CaseActionError(
-                _(
-                    "This case is assigned to %(user)s. Take it over with "
-                    "“Assign to me” first."
-                )
-                % {"user": case.assigned_to or _("nobody")}
-            )
+        _refuse_unless_assignee(case, actor)
         if case.fees_statement == text:
             return case
         case.fees_statement = text
