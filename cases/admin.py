@@ -953,16 +953,6 @@ def _gone(request):
 # --- CaseEvent ------------------------------------------------------------------------
 
 
-def _state_label(state: str) -> str:
-    """The state's name in the current language (raw key if unknown, '' if blank)."""
-    if not state:
-        return ""
-    try:
-        return CaseState(state).label
-    except ValueError:
-        return state
-
-
 @admin.register(CaseEvent)
 class CaseEventAdmin(admin.ModelAdmin):
     """The audit trail: readable, never added to, changed or deleted here."""
@@ -981,11 +971,11 @@ class CaseEventAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("from"), ordering="from_state")
     def from_state_label(self, event):
-        return _state_label(event.from_state)
+        return _state_label(event.from_state) if event.from_state else ""
 
     @admin.display(description=_("to"), ordering="to_state")
     def to_state_label(self, event):
-        return _state_label(event.to_state)
+        return _state_label(event.to_state) if event.to_state else ""
 
     list_select_related = ("case",)
     search_fields = ("case__reference",)

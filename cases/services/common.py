@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from django_fsm import can_proceed, has_transition_perm
 
 from cases import events
-from cases.models import CLOSED_STATES, Case, CaseState, CaseTerminal
+from cases.models import CLOSED_STATES, Case, CaseTerminal
 
 
 class CaseActionError(Exception):
@@ -74,7 +74,3 @@ def case_apply_transition(
         client_ip=client_ip,
         visible_to_merchant=visible_to_merchant,
     )
-
-
-def state_label(state: str) -> str:
-    return str(CaseState(state).label)
