@@ -42,9 +42,9 @@ def throttle_hit(scope: str, key: str) -> bool:
     return hits > limit
 
 
-def too_many_requests(request: HttpRequest) -> HttpResponse:
+def too_many_requests(request: HttpRequest, *, retry_after: int = 60) -> HttpResponse:
     response = render(request, "429.html", status=429)
-    response["Retry-After"] = "60"
+    response["Retry-After"] = str(retry_after)
     return response
 
 
@@ -69,7 +69,8 @@ def throttle(
                     keys += [k for k in extra_keys(request, kwargs) if k]
                 over = [throttle_hit(scope, key) for key in keys]
                 if any(over):
-                    return too_many_requests(request)
+                    _, window = _parse(settings.THROTTLE_RATES[scope])
+                    return too_many_requests(request, retry_after=window)
             return view(request, *args, **kwargs)
 
         return wrapped

@@ -160,3 +160,18 @@ def test_the_limits_are_configured_for_every_scope(settings):
         count, _, seconds = settings.THROTTLE_RATES[scope].partition("/")
         assert int(count) > 0
         assert int(seconds) > 0
+
+
+@pytest.mark.django_db
+def test_retry_after_is_the_scope_window(client, settings):
+    # given a binding-status limit of 1 request per 120 seconds
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "binding_status": "1/120"}
+    url = "/terminals/status/"
+
+    # when the limit is passed
+    client.get(url)
+    response = client.get(url)
+
+    # then the client is told to come back when the window ends
+    assert response.status_code == 429
+    assert response["Retry-After"] == "120"
