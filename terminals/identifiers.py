@@ -3,6 +3,8 @@
 from stdnum import luhn
 from stdnum.cn import ric, uscc
 
+from terminals.validators import organisation_code_check_char
+
 
 def make_merchant_id(n: int) -> str:
     """Return the ``n``-th demo merchant number (15 digits, prefix 898)."""
@@ -10,8 +12,13 @@ def make_merchant_id(n: int) -> str:
 
 
 def make_uscc(n: int) -> str:
-    """Return a valid unified social credit code numbered ``n``."""
-    body = f"91110000{n:09d}"
+    """Return a valid unified social credit code numbered ``n`` (mod 10**8).
+
+    An enterprise (91) of Beijing whose organisation code carries its own
+    GB 11714 check character, as GB 32100-2015 requires.
+    """
+    organisation = f"{n % 10**8:08d}"
+    body = f"91110000{organisation}{organisation_code_check_char(organisation)}"
     return body + uscc.calc_check_digit(body)
 
 

@@ -5,8 +5,10 @@ The check-character algorithms come from python-stdnum: ``stdnum.cn.uscc``
 """
 
 import re
+from datetime import date
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from stdnum import luhn
 from stdnum.cn import ric, uscc
@@ -54,46 +56,95 @@ def validate_mobile(value: str) -> None:
         )
 
 
+# GB 32100-2015: the registration authority (1 机构编制 … 9 工商, A 军队,
+# N 农业, Y 其他) and, within it, the kind of organisation (a digit).
+USCC_AUTHORITY_CHARS = "123456789ANY"
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_RE = re.compile(rf"^[{USCC_AUTHORITY_CHARS}][1-9]\d{{6}}[{USCC_ALPHABET}]{{10}}$")
+# GB 11714 organisation code: 8 characters, then 11 - (Σ value × weight) mod 11.
+ORGANISATION_CODE_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+
+# Province-level codes of GB/T 2260 that begin a resident ID number, plus
+# 81/82/83: the residence permits of Hong Kong, Macao and Taiwan residents
+# (港澳台居民居住证, since 2018) are 18-character numbers of the same format
+# and check, and such a holder may be a merchant's legal representative.
+PROVINCE_CODES = frozenset(
+    {"11", "12", "13", "14", "15", "21", "22", "23"}
+    | {f"{n}" for n in range(31, 38)}
+    | {f"{n}" for n in range(41, 47)}
+    | {f"{n}" for n in range(50, 55)}
+    | {f"{n}" for n in range(61, 66)}
+    | {"71", "81", "82", "83"}
+)
+RESIDENT_ID_RE = re.compile(r"^(\d{6})(\d{4})(\d{2})(\d{2})\d{3}[0-9X]$")
+EARLIEST_BIRTH_YEAR = 1900
+
+
+def organisation_code_check_char(body: str) -> str:
+    """Return the GB 11714 check character of an 8-character organisation code."""
+    total = sum(
+        int(char, 36) * weight
+        for char, weight in zip(body, ORGANISATION_CODE_WEIGHTS, strict=True)
+    )
+    check = 11 - total % 11
+    return {10: "X", 11: "0"}.get(check, str(check))
+
+
 def validate_uscc(value: str) -> None:
-    """Check the 18 characters and the GB 32100-2015 check character."""
+    """Check a unified social credit code the way GB 32100-2015 builds it.
+
+    Authority and kind characters, a six-digit division (never compared with a
+    table: a code keeps the division of its first registration), the
+    organisation code with its own GB 11714 check character, and the final
+    MOD 31 check character. ``stdnum.cn.uscc`` alone refuses the authorities
+    A, N and Y (e.g. a village collective, N2…) and accepts a leading 0.
+    """
     if len(value or "") != 18:
         raise ValidationError(
             _("A unified social credit code is 18 characters."), code="invalid_uscc"
         )
-    if value != value.upper():
-        # stdnum upper-cases before checking; stored codes must be canonical.
-        raise ValidationError(
-            _("This unified social credit code is not valid (check character)."),
-            code="invalid_uscc",
-        )
-    try:
-        uscc.validate(value)
-    except StdnumError:
-        raise ValidationError(
-            _("This unified social credit code is not valid (check character)."),
-            code="invalid_uscc",
-        ) from None
+    invalid = ValidationError(
+        _("This unified social credit code is not valid (check character)."),
+        code="invalid_uscc",
+    )
+    # Lower case is refused: stored codes must be canonical.
+    if not USCC_RE.fullmatch(value):
+        raise invalid
+    if organisation_code_check_char(value[8:16]) != value[16]:
+        raise invalid
+    if uscc.calc_check_digit(value[:17]) != value[17]:
+        raise invalid
 
 
 def validate_resident_id(value: str) -> None:
-    """Check an 18-character resident ID: birth date and MOD 11-2 check digit."""
+    """Check an 18-character resident ID number.
+
+    Format, a province-level prefix, a real birth date (from 1900, not in the
+    future) and the ISO 7064 MOD 11-2 check character. The six-digit division
+    is where the number was first issued, often a division created after the
+    holder's birth, so it is never compared with the divisions of the birth
+    year (``stdnum.cn.ric.validate`` does, and refuses most real people).
+    """
     if len(value or "") != 18:
         raise ValidationError(
             _("A resident identity card number is 18 characters."),
             code="invalid_resident_id",
         )
-    if value != value.upper():
-        raise ValidationError(
-            _("This resident identity card number is not valid."),
-            code="invalid_resident_id",
-        )
+    invalid = ValidationError(
+        _("This resident identity card number is not valid."),
+        code="invalid_resident_id",
+    )
+    match = RESIDENT_ID_RE.fullmatch(value)
+    if match is None or match[1][:2] not in PROVINCE_CODES:
+        raise invalid
     try:
-        ric.validate(value)
-    except StdnumError:
-        raise ValidationError(
-            _("This resident identity card number is not valid."),
-            code="invalid_resident_id",
-        ) from None
+        birth = date(int(match[2]), int(match[3]), int(match[4]))
+    except ValueError:
+        raise invalid from None
+    if birth.year < EARLIEST_BIRTH_YEAR or birth > timezone.localdate():
+        raise invalid
+    if ric.calc_check_digit(value) != value[17]:
+        raise invalid
 
 
 def validate_bank_card(value: str) -> None:

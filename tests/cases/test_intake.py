@@ -190,7 +190,7 @@ def test_the_code_never_goes_to_the_address_typed_in_the_form(hooks_client, regi
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        ({"uscc": "91110000000000001H"}, None, "do not match our records"),
+        ({"uscc": "91110000600037341L"}, None, "do not match our records"),
         ({"legal_rep_name": "李四"}, None, "do not match our records"),
         ({"merchant_id": "12345"}, "merchant_id", "15 digits"),
         ({"uscc": "911100000000000010"}, "uscc", "not valid"),

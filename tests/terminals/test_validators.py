@@ -14,7 +14,8 @@ from terminals.masking import mask_card_number, mask_email, mask_id_number, mask
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 RIC_CHECK_CHARS = "0123456789X"
-# Area codes with the first birth year for which stdnum's table knows them.
+# Area codes with a first birth year; any division is accepted for any birth
+# year (tests/terminals/test_real_identifiers.py), these are a sample.
 RIC_AREAS = [("110101", 1950), ("310101", 1950), ("120101", 1950), ("440305", 1990)]
 
 
@@ -111,8 +112,15 @@ def test_lower_case_check_letters_are_rejected(validator, value):
 
 @st.composite
 def valid_usccs(draw) -> str:
-    body = draw(st.text(alphabet="0123456789", min_size=8, max_size=8)) + draw(
-        st.text(alphabet=USCC_ALPHABET, min_size=9, max_size=9)
+    head = draw(st.sampled_from("123456789ANY")) + draw(
+        st.text(alphabet="123459", min_size=1, max_size=1)
+    )
+    organisation = draw(st.text(alphabet=USCC_ALPHABET, min_size=8, max_size=8))
+    body = (
+        head
+        + draw(st.text(alphabet="0123456789", min_size=6, max_size=6))
+        + organisation
+        + validators.organisation_code_check_char(organisation)
     )
     return body + uscc.calc_check_digit(body)
 
