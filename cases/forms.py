@@ -60,10 +60,13 @@ def _file_field(label, help_text, *, multiple=False):
 
 
 def parse_serial_numbers(text: str) -> list[str]:
-    """Split serial numbers typed one per line (commas and spaces also work)."""
+    """Split serial numbers typed one per line (commas, semicolons, tabs also work).
+
+    Spaces inside a line belong to the serial, as a label prints "AB 1234".
+    """
     seen: list[str] = []
-    for raw in re.split(r"[\s,;，；、]+", text or ""):
-        value = validators.normalise_code(raw)
+    for raw in re.split(r"[\n\r\t,;，；、]+", text or ""):
+        value = validators.normalise_serial_number(raw)
         if value and value not in seen:
             seen.append(value)
     return seen
@@ -318,7 +321,7 @@ class RequestForm(UploadsMixin, forms.Form):
         return serials
 
     def clean_replacement_serial_number(self) -> str:
-        value = validators.normalise_code(
+        value = validators.normalise_serial_number(
             self.cleaned_data.get("replacement_serial_number", "")
         )
         if value:

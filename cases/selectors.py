@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from cases.models import CLOSED_STATES, Case, CaseState, CaseTerminal
 from terminals.models import Binding, Merchant, Terminal, Transaction
+from terminals.validators import normalise_serial_number
 
 
 def _terminal_count_subquery() -> Subquery:
@@ -246,7 +247,9 @@ def case_search_filter(*, term: str) -> Q:
             conditions |= Q(pk__in=merchant_case_ids)
     if not term.isdigit():
         case_ids = list(
-            CaseTerminal.objects.filter(terminal__serial_number=term.upper())
+            CaseTerminal.objects.filter(
+                terminal__serial_number=normalise_serial_number(term)
+            )
             .order_by()
             .values_list("case_id", flat=True)[:SEARCH_BRANCH_LIMIT]
         )

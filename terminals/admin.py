@@ -5,6 +5,7 @@ a user who may change the merchant. Bindings, transactions and settlement
 batches are history: read-only here and never deleted.
 """
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
@@ -12,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from terminals.masking import mask_card_number, mask_id_number
 from terminals.models import Binding, Merchant, SettlementBatch, Terminal, Transaction
+from terminals.validators import normalise_serial_number
 
 # Raw personal fields and the masked read-only stand-ins shown instead of them.
 MASKED_MERCHANT_FIELDS = {
@@ -31,6 +33,36 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class SerialSearchMixin:
+    """Find terminals by serial number as printed or typed ("ab-1234", "AB 1234").
+
+    The default search splits the term on spaces and matches it as written;
+    the term's canonical serial (``normalise_serial_number``) is searched too.
+    ``serial_search_lookup`` names the lookup on the canonical form.
+    """
+
+    serial_search_lookup = "terminal__serial_number"
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(
+            request, queryset, search_term
+        )
+        serial = normalise_serial_number(search_term)
+        if serial and serial != search_term:
+            results |= queryset.filter(**{self.serial_search_lookup: serial})
+        return results, may_have_duplicates
+
+
+class TerminalAdminForm(forms.ModelForm):
+    class Meta:
+        model = Terminal
+        fields = ("serial_number", "terminal_id", "model", "kind")
+
+    def clean_serial_number(self) -> str:
+        # Stored canonical, as the import stores it; the model validates the form.
+        return normalise_serial_number(self.cleaned_data.get("serial_number", ""))
 
 
 class ActiveBindingFilter(admin.SimpleListFilter):
@@ -161,7 +193,9 @@ class MerchantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Terminal)
-class TerminalAdmin(admin.ModelAdmin):
+class TerminalAdmin(SerialSearchMixin, admin.ModelAdmin):
+    form = TerminalAdminForm
+    serial_search_lookup = "serial_number__startswith"
     list_display = (
         "serial_number",
         "terminal_id",
@@ -200,7 +234,7 @@ class TerminalAdmin(admin.ModelAdmin):
 
 
 @admin.register(Binding)
-class BindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BindingAdmin(SerialSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("terminal", "merchant", "started_at", "ended_at", "ended_reason")
     list_select_related = ("terminal", "merchant")
     list_filter = (ActiveBindingFilter, "terminal__kind")
@@ -215,7 +249,7 @@ class BindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TransactionAdmin(SerialSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("terminal", "amount", "occurred_at", "settled", "settlement_batch")
     list_select_related = ("terminal", "settlement_batch")
     list_filter = ("settled", "terminal__kind")

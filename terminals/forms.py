@@ -1,7 +1,5 @@
 """Forms of the merchant-facing registry pages."""
 
-import re
-
 from crispy_forms.bootstrap import StrictButton
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import Layout
@@ -9,11 +7,6 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from terminals import validators
-
-
-def normalise_serial_number(value: str) -> str:
-    """Drop all white space a person may type and upper-case the letters."""
-    return re.sub(r"\s+", "", value or "").upper()
 
 
 class BindingStatusForm(forms.Form):
@@ -53,6 +46,6 @@ class BindingStatusForm(forms.Form):
         return value
 
     def clean_serial_number(self) -> str:
-        value = normalise_serial_number(self.cleaned_data["serial_number"])
+        value = validators.normalise_serial_number(self.cleaned_data["serial_number"])
         validators.validate_serial_number(value)
         return value

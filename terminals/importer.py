@@ -9,12 +9,13 @@ rejects the whole file:
    merchant than the file says);
 3. new rows are inserted and changed rows updated in batches.
 
-Natural keys: ``merchant_id`` for merchants, ``serial_number`` for terminals,
+Natural keys: ``merchant_id`` for merchants, ``serial_number`` for terminals
+(stored in its canonical form, ``validators.normalise_serial_number``: the
+file may print ``AB-1234`` or ``ab 1234``, both are terminal ``AB1234``),
 (terminal, occurred_at, amount) for transactions. Importing the same file
 twice changes nothing the second time.
 """
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from terminals.models import Binding, Merchant, Terminal, Transaction
-from terminals.validators import normalise_code
+from terminals.validators import normalise_code, normalise_serial_number
 
 # Rows per INSERT / UPDATE statement. An UPDATE from bulk_update grows a CASE
 # clause per field and row, so it is kept smaller than the inserts.
@@ -125,11 +126,6 @@ class ImportResult:
 # ------------------------------------------------------------------------------
 # Phase 1: check each record on its own
 # ------------------------------------------------------------------------------
-
-
-def normalise_serial_number(value: str) -> str:
-    """Drop all white space from a serial number and upper-case it."""
-    return re.sub(r"\s+", "", value).upper()
 
 
 def _reason(error: ValidationError) -> str:

@@ -5,6 +5,7 @@ The check-character algorithms come from python-stdnum: ``stdnum.cn.uscc``
 """
 
 import re
+import unicodedata
 from datetime import date
 
 from django.core.exceptions import ValidationError
@@ -17,12 +18,29 @@ from stdnum.exceptions import ValidationError as StdnumError
 MERCHANT_ID_RE = re.compile(r"^\d{15}$")
 TERMINAL_ID_RE = re.compile(r"^[0-9A-Z]{8}$")
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
-SERIAL_NUMBER_RE = re.compile(r"^[0-9A-Z][0-9A-Z-]{3,31}$")
+# The canonical serial number: what normalise_serial_number returns.
+SERIAL_NUMBER_RE = re.compile(r"^[0-9A-Z]{4,32}$")
+# White space and dashes (ASCII, Unicode and full-width) inside a serial: a
+# label prints "AB-1234" or "AB 1234", a merchant types "ab1234".
+SERIAL_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe63\uff0d]+")
 
 
 def normalise_code(value: str) -> str:
     """Strip spaces and dashes a person may type and upper-case the letters."""
     return re.sub(r"[\s-]", "", value or "").upper()
+
+
+def normalise_serial_number(value: str) -> str:
+    """Return the canonical form of a terminal serial number.
+
+    The one normalisation of serial numbers: the registry import stores it,
+    and every lookup (status page, request form, admin searches, API) passes
+    what a person typed through it, so "ab-1234", "AB 1234" and "ＡＢ１２３４"
+    all find terminal AB1234. Full-width characters become ASCII (NFKC), white
+    space and dashes go, letters are upper-cased.
+    """
+    value = unicodedata.normalize("NFKC", value or "")
+    return SERIAL_SEPARATORS_RE.sub("", value).upper()
 
 
 def validate_merchant_id(value: str) -> None:

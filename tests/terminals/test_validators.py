@@ -48,7 +48,7 @@ def is_valid(validator, value: str) -> bool:
         (validators.validate_terminal_id, "12345678"),
         (validators.validate_terminal_id, "A1B2C3D4"),
         (validators.validate_serial_number, "SN0000000001"),
-        (validators.validate_serial_number, "PAX-A920-0001"),
+        (validators.validate_serial_number, "PAXA9200001"),
     ],
 )
 def test_known_valid_values_pass(validator, value):
@@ -81,6 +81,7 @@ def test_known_valid_values_pass(validator, value):
         (validators.validate_serial_number, "SN1"),  # too short
         (validators.validate_serial_number, "sn0000000001"),  # not normalised
         (validators.validate_serial_number, "-SN00001"),
+        (validators.validate_serial_number, "PAX-A920-0001"),  # not normalised
         (validators.validate_serial_number, "SN 0001"),
     ],
 )
