@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from cases.models import Document, Reason, required_document_kinds
 from cases.uploads import CleanUpload, upload_clean, uploads_total_size
+from config.forms import DecodedTextMixin
 from terminals import validators
 
 MAX_TERMINALS_PER_REQUEST = 50
@@ -109,7 +110,7 @@ def _display_name(name: str) -> str:
     return name[:80] or "?"
 
 
-class RequestForm(UploadsMixin, forms.Form):
+class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
     """The public unbinding request (/requests/new/)."""
 
     submission_key = forms.CharField(widget=forms.HiddenInput, required=False)
@@ -408,7 +409,7 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-class VerifyForm(forms.Form):
+class VerifyForm(DecodedTextMixin, forms.Form):
     code = forms.CharField(
         label=_("Verification code"),
         min_length=6,
@@ -439,7 +440,7 @@ class VerifyForm(forms.Form):
         return code
 
 
-class RespondForm(UploadsMixin, forms.Form):
+class RespondForm(DecodedTextMixin, UploadsMixin, forms.Form):
     """The merchant's answer to a request for information."""
 
     message = forms.CharField(
@@ -491,7 +492,7 @@ class RespondForm(UploadsMixin, forms.Form):
         return cleaned
 
 
-class TrackForm(forms.Form):
+class TrackForm(DecodedTextMixin, forms.Form):
     link = forms.CharField(
         label=_("Tracking link or code"),
         max_length=300,

@@ -6,10 +6,11 @@ from crispy_forms.layout import Layout
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from config.forms import DecodedTextMixin
 from terminals import validators
 
 
-class BindingStatusForm(forms.Form):
+class BindingStatusForm(DecodedTextMixin, forms.Form):
     """Merchant number and serial number to check (submitted by GET)."""
 
     merchant_id = forms.CharField(
