@@ -294,8 +294,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
         return " ".join(self.cleaned_data["applicant_name"].split())
 
     def clean_applicant_phone(self) -> str:
-        value = re.sub(r"[\s-]", "", self.cleaned_data["applicant_phone"])
-        value = value.removeprefix("+86")
+        value = validators.normalise_mobile(self.cleaned_data["applicant_phone"])
         validators.validate_mobile(value)
         return value
 

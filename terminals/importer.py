@@ -31,7 +31,11 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from terminals.models import Binding, Merchant, Terminal, Transaction
-from terminals.validators import normalise_code, normalise_serial_number
+from terminals.validators import (
+    normalise_code,
+    normalise_mobile,
+    normalise_serial_number,
+)
 
 # Rows per INSERT / UPDATE statement. An UPDATE from bulk_update grows a CASE
 # clause per field and row, so it is kept smaller than the inserts.
@@ -227,7 +231,9 @@ def _parse_merchants(records: list) -> dict[str, _MerchantRow]:
             if name not in record:
                 continue
             value = _text(record, name, section=section, index=index)
-            if name in MERCHANT_CODE_FIELDS:
+            if name == "contact_phone":
+                value = normalise_mobile(value)
+            elif name in MERCHANT_CODE_FIELDS:
                 value = normalise_code(value)
             values[name] = _clean(Merchant, name, value, section=section, index=index)
         merchant_id = values["merchant_id"]

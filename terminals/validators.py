@@ -30,6 +30,15 @@ def normalise_code(value: str) -> str:
     return re.sub(r"[\s-]", "", value or "").upper()
 
 
+def normalise_mobile(value: str) -> str:
+    """Strip spaces, dashes and the country code (+86, 0086) from a mobile number."""
+    value = normalise_code(value)
+    for prefix in ("+86", "0086"):
+        if value.startswith(prefix) and len(value) == len(prefix) + 11:
+            return value.removeprefix(prefix)
+    return value
+
+
 def normalise_serial_number(value: str) -> str:
     """Return the canonical form of a terminal serial number.
 

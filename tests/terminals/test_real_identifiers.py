@@ -394,3 +394,26 @@ def test_a_merchant_with_real_identifiers_can_file_a_request(hooks_client):
     # then
     assert response.status_code == HTTPStatus.FOUND, response.context["form"].errors
     assert Case.objects.get().merchant == merchant
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["13800138000", "+86 138 0013 8000", "0086-138-0013-8000", "+8613800138000"],
+)
+def test_a_mobile_with_the_country_code_is_stored_without_it(typed):
+    assert validators.normalise_mobile(typed) == "13800138000"
+
+
+@pytest.mark.django_db
+def test_the_registry_import_accepts_a_mobile_with_the_country_code():
+    from terminals.importer import registry_import
+    from terminals.models import Merchant
+
+    data = registry_with(
+        legal_rep_id_number="330106197804043439", uscc_code="91330100716105852F"
+    )
+    data["merchants"][0]["contact_phone"] = "+86 192-1234-5678"
+
+    registry_import(data=data)
+
+    assert Merchant.objects.get().contact_phone == "19212345678"
