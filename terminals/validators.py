@@ -2,6 +2,9 @@
 
 The check-character algorithms come from python-stdnum: ``stdnum.cn.uscc``
 (GB 32100-2015), ``stdnum.cn.ric`` (ISO 7064 MOD 11-2) and ``stdnum.luhn``.
+The rules around them are this module's own: stdnum's ``validate`` functions
+refuse real numbers (a resident ID whose division is younger than its holder,
+a USCC of authority N) and accept impossible ones (docs/security.md, "Issue 11").
 """
 
 import re
