@@ -417,3 +417,27 @@ def test_the_registry_import_accepts_a_mobile_with_the_country_code():
     registry_import(data=data)
 
     assert Merchant.objects.get().contact_phone == "19212345678"
+
+
+@pytest.mark.django_db
+def test_the_import_registry_command_imports_a_real_legal_representative(tmp_path):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from terminals.models import Merchant
+
+    # given
+    path = tmp_path / "registry.json"
+    data = registry_with(
+        legal_rep_id_number="330106197804043439",
+        uscc_code=make_uscc("N2330106", "MF000012"),
+    )
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+    # when
+    call_command("import_registry", str(path), stdout=StringIO())
+
+    # then
+    assert Merchant.objects.get().legal_rep_id_number == "330106197804043439"
