@@ -125,6 +125,10 @@ def _registry(now) -> list[Merchant]:
                 "settlement_card_number": identifiers.make_bank_card(index),
             },
         )
+        if merchant.uscc != identifiers.make_uscc(index):
+            # Demo data loaded before make_uscc carried the GB 11714 check.
+            merchant.uscc = identifiers.make_uscc(index)
+            merchant.save(update_fields=["uscc", "updated_at"])
         merchants.append(merchant)
         for _ in range(4):
             terminal, created = Terminal.objects.get_or_create(
