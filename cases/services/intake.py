@@ -23,7 +23,9 @@ from cases.models import (
     Document,
     Notification,
     hash_secret,
+    is_submission_key,
     new_token_salt,
+    salt_for_submission_key,
     token_for_salt,
 )
 from cases.notifications import (
@@ -270,9 +272,14 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
 
     Returns the case and its tracking token. A repeat of the same form
     (same submission key) returns the first case. On any failure nothing is
-    left behind: no row, no stored file, no e-mail.
+    left behind: no row, no stored file, no e-mail. ``filing.submission_key``
+    must be one the caller issued to this browser: it stands for the token.
     """
-    salt = filing.submission_key or new_token_salt()
+    salt = (
+        salt_for_submission_key(filing.submission_key)
+        if is_submission_key(filing.submission_key)
+        else new_token_salt()
+    )
     existing = Case.objects.filter(token_salt=salt).first()
     if existing is not None:
         _discard(filing.uploads)
@@ -450,11 +457,16 @@ def _delete_stored(stored) -> None:
 
 
 def case_token_for_submission(*, key: str) -> str | None:
-    """Return the token of the case a form submission already created, if any."""
-    if not key or len(key) != 32:
+    """Return the token of the case a form submission already created, if any.
+
+    ``key`` must be a submission key the caller issued to this browser (the
+    view keeps them in the session): whoever holds the key holds the token.
+    """
+    if not is_submission_key(key):
         return None
-    if Case.objects.filter(token_salt=key).exists():
-        return token_for_salt(key)
+    salt = salt_for_submission_key(key)
+    if Case.objects.filter(token_salt=salt).exists():
+        return token_for_salt(salt)
     return None
 
 
