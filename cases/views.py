@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -170,6 +171,8 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
                 "code",
                 _("This code is not right. Check the latest e-mail and try again."),
             )
+        elif result == intake.VerificationResult.MERCHANT_LIMIT:
+            form.add_error("code", MERCHANT_LIMIT_MESSAGE)
         elif result == intake.VerificationResult.EXPIRED:
             form.add_error(
                 "code", _("This code has expired. Ask for a new code below.")
@@ -191,8 +194,16 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
             "form": form,
             "locked": locked,
             "resend_wait": intake.resend_wait_seconds(case),
+            "failures_cap": settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY,
+            "failures_left": intake.verification_failures_left(case=case),
         },
     )
+
+
+MERCHANT_LIMIT_MESSAGE = gettext_lazy(
+    "Too many wrong codes for this merchant today. No code can be checked until "
+    "tomorrow; then ask for a new code."
+)
 
 
 def _max_attempts() -> int:

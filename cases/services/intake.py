@@ -5,7 +5,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -52,6 +52,11 @@ STORAGE_FAILED_ANSWER = _(
     "We could not store your documents just now. Your answer was not sent; "
     "please try again in a few minutes."
 )
+
+
+def _now() -> datetime:
+    """Return the current time; a seam for tests that move to another day."""
+    return timezone.now()
 
 
 class IntakeRejected(Exception):
@@ -204,7 +209,7 @@ def _stale_unverified(case: Case) -> bool:
     return (
         case.state == CaseState.PENDING_VERIFICATION
         and case.code_expires_at is not None
-        and case.code_expires_at < timezone.now()
+        and case.code_expires_at < _now()
     )
 
 
@@ -369,7 +374,7 @@ def _case_filed_after_lost_connection(
 
 @transaction.atomic
 def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
-    now = timezone.now()
+    now = _now()
     _supersede_stale(filing.terminals, now=now)
     token = token_for_salt(salt)
     case = Case(
@@ -483,7 +488,40 @@ class VerificationResult:
     WRONG = "wrong"
     EXPIRED = "expired"
     LOCKED = "locked"
+    # The merchant's wrong codes for today reached the daily cap.
+    MERCHANT_LIMIT = "merchant_limit"
     NOT_PENDING = "not_pending"
+
+
+# Payload of the audit event written when a code is refused unchecked.
+REFUSED_MERCHANT_DAILY_LIMIT = "merchant_daily_limit"
+
+
+def _merchant_failures_today(*, merchant_id: int, now: datetime) -> int:
+    """Count the merchant's wrong codes in the local day of ``now``.
+
+    Counted from the audit trail in the database, across every case (each
+    resend and each new filing) of the merchant: a flushed cache forgets
+    nothing. Codes refused unchecked once the cap was reached are not guesses.
+    """
+    start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (
+        CaseEvent.objects.filter(
+            type=CaseEvent.Type.CODE_FAILED,
+            case__merchant_id=merchant_id,
+            created_at__gte=start,
+            created_at__lt=start + timedelta(days=1),
+        )
+        .exclude(payload__has_key="refused")
+        .count()
+    )
+
+
+def verification_failures_left(*, case: Case) -> int:
+    """How many more wrong codes the case's merchant may enter today."""
+    cap = settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY
+    used = _merchant_failures_today(merchant_id=case.merchant_id, now=_now())
+    return max(0, cap - used)
 
 
 def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str:
@@ -492,7 +530,21 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
         case = case_lock(case_id=case_id)
         if case.state != CaseState.PENDING_VERIFICATION:
             return VerificationResult.NOT_PENDING
-        now = timezone.now()
+        now = _now()
+        # One merchant's verifications wait for each other, so two cases of
+        # the same merchant cannot both take the last try of the day.
+        Merchant.objects.select_for_update().filter(pk=case.merchant_id).first()
+        cap = settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY
+        failures = _merchant_failures_today(merchant_id=case.merchant_id, now=now)
+        if failures >= cap:
+            events.event_record(
+                case=case,
+                type=CaseEvent.Type.CODE_FAILED,
+                actor="merchant",
+                client_ip=client_ip,
+                payload={"refused": REFUSED_MERCHANT_DAILY_LIMIT, "cap": cap},
+            )
+            return VerificationResult.MERCHANT_LIMIT
         if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
             return VerificationResult.LOCKED
         if (
@@ -511,6 +563,8 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
                 client_ip=client_ip,
                 payload={"attempts": case.code_attempts},
             )
+            if failures + 1 >= cap:
+                return VerificationResult.MERCHANT_LIMIT
             if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
                 return VerificationResult.LOCKED
             return VerificationResult.WRONG
@@ -545,7 +599,7 @@ def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
         case = case_lock(case_id=case_id)
         if case.state != CaseState.PENDING_VERIFICATION:
             raise CaseActionError(_("This request no longer needs a code."))
-        now = timezone.now()
+        now = _now()
         if (
             case.code_sent_at
             and now - case.code_sent_at < settings.CASE_VERIFICATION_RESEND_INTERVAL
@@ -624,7 +678,7 @@ def case_respond(
                     client_ip=client_ip,
                     visible_to_merchant=True,
                 )
-            now = timezone.now()
+            now = _now()
             case.review_due_at = now + settings.CASE_REVIEW_DUE
             case_apply_transition(
                 case=case,
@@ -669,7 +723,5 @@ def case_withdraw(
 def resend_wait_seconds(case: Case) -> int:
     if not case.code_sent_at:
         return 0
-    left = (
-        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
-    )
+    left = case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - _now()
     return max(0, int(left / timedelta(seconds=1)))
