@@ -12,7 +12,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -172,7 +171,7 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
                 _("This code is not right. Check the latest e-mail and try again."),
             )
         elif result == intake.VerificationResult.MERCHANT_LIMIT:
-            form.add_error("code", MERCHANT_LIMIT_MESSAGE)
+            form.add_error("code", intake.MERCHANT_LIMIT_MESSAGE)
         elif result == intake.VerificationResult.EXPIRED:
             form.add_error(
                 "code", _("This code has expired. Ask for a new code below.")
@@ -198,12 +197,6 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
             "failures_left": intake.verification_failures_left(case=case),
         },
     )
-
-
-MERCHANT_LIMIT_MESSAGE = gettext_lazy(
-    "Too many wrong codes for this merchant today. No code can be checked until "
-    "tomorrow; then ask for a new code."
-)
 
 
 def _max_attempts() -> int:

@@ -495,6 +495,10 @@ class VerificationResult:
 
 # Payload of the audit event written when a code is refused unchecked.
 REFUSED_MERCHANT_DAILY_LIMIT = "merchant_daily_limit"
+MERCHANT_LIMIT_MESSAGE = _(
+    "Too many wrong codes for this merchant today. No code can be checked until "
+    "tomorrow; then ask for a new code."
+)
 
 
 def _merchant_failures_today(*, merchant_id: int, now: datetime) -> int:
@@ -599,6 +603,9 @@ def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
         case = case_lock(case_id=case_id)
         if case.state != CaseState.PENDING_VERIFICATION:
             raise CaseActionError(_("This request no longer needs a code."))
+        if verification_failures_left(case=case) == 0:
+            # A code could not be checked today: mailing one only confuses.
+            raise CaseActionError(MERCHANT_LIMIT_MESSAGE)
         now = _now()
         if (
             case.code_sent_at

@@ -145,3 +145,17 @@ def test_the_verify_page_says_how_many_tries_are_left_today(hooks_client):
         f"at most {CAP} wrong codes are accepted per merchant per day; "
         f"{CAP - 3} left today" in page
     )
+
+
+def test_no_new_code_is_mailed_while_the_cap_is_spent(hooks_client):
+    # given: the cap was spent today
+    merchant, terminals = _merchant_with_terminals()
+    token, _code = _spend_the_cap(hooks_client, merchant, terminals)
+    sent = len(mail.outbox)
+
+    # when: a new code is asked for
+    response = hooks_client.post(reverse("cases:resend", args=[token]), follow=True)
+
+    # then: none is sent (it could not be checked today), and the page says why
+    assert len(mail.outbox) == sent
+    assert "Too many wrong codes for this merchant today" in response.content.decode()
