@@ -4,11 +4,14 @@ Each resend resets a case's own attempt counter and a new filing starts a new
 case, so without a cap per merchant a code could be guessed slowly forever.
 """
 
+import threading
+import time
 from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -159,3 +162,56 @@ def test_no_new_code_is_mailed_while_the_cap_is_spent(hooks_client):
     # then: none is sent (it could not be checked today), and the page says why
     assert len(mail.outbox) == sent
     assert "Too many wrong codes for this merchant today" in response.content.decode()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_cases_of_one_merchant_cannot_both_take_the_last_try(monkeypatch):
+    # given: nine wrong codes today, and two cases of the merchant awaiting a code
+    merchant = factories.MerchantFactory()
+    cases = [
+        factories.CaseFactory(
+            merchant=merchant,
+            state=CaseState.PENDING_VERIFICATION,
+            code_hash="0" * 64,
+            code_expires_at=timezone.now() + timedelta(minutes=15),
+        )
+        for _ in range(2)
+    ]
+    for _ in range(CAP - 1):
+        CaseEvent.objects.create(
+            case=cases[0],
+            type=CaseEvent.Type.CODE_FAILED,
+            actor_kind=CaseEvent.Actor.MERCHANT,
+        )
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+    count = intake._merchant_failures_today
+
+    def slow_count(**kwargs) -> int:
+        # Widen the window between counting and recording a failure.
+        counted = count(**kwargs)
+        time.sleep(0.3)
+        return counted
+
+    monkeypatch.setattr(intake, "_merchant_failures_today", slow_count)
+
+    def verify(case_id: int) -> None:
+        try:
+            barrier.wait()
+            results.append(intake.case_verify(case_id=case_id, code="123456"))
+        finally:
+            connection.close()
+
+    # when: both enter a wrong code at the same moment
+    threads = [threading.Thread(target=verify, args=(c.pk,)) for c in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # then: one try was left and only one code was checked
+    assert results == [intake.VerificationResult.MERCHANT_LIMIT] * 2
+    failed = CaseEvent.objects.filter(type=CaseEvent.Type.CODE_FAILED)
+    assert failed.exclude(payload__has_key="refused").count() == CAP
+    assert failed.filter(payload__refused="merchant_daily_limit").count() == 1
