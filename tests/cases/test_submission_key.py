@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from cases.models import Case, CaseEvent, CaseTerminal, Document, Notification
+from terminals.models import Binding, Merchant, Terminal
 from tests import factories
 from tests.cases.test_intake import file_request, form_data
 from tests.fixtures import issued_submission_key
@@ -109,6 +110,9 @@ def test_a_database_copy_alone_opens_no_case(
         Document.objects.filter(case=case),
         CaseEvent.objects.filter(case=case),
         Notification.objects.filter(case=case),
+        Merchant.objects.filter(pk=case.merchant_id),
+        Terminal.objects.filter(case_links__case=case),
+        Binding.objects.filter(merchant=case.merchant),
     ):
         values |= _row_values(queryset)
     with connection.cursor() as cursor:
