@@ -464,8 +464,8 @@ def _delete_stored(stored) -> None:
 def case_token_for_submission(*, key: str) -> str | None:
     """Return the token of the case a form submission already created, if any.
 
-    ``key`` must be a submission key the caller issued to this browser (the
-    view keeps them in the session): whoever holds the key holds the token.
+    ``key`` must be a submission key the caller checked was issued to this
+    browser (``submission_key_is_bound``): whoever holds the key holds the token.
     """
     if not is_submission_key(key):
         return None
