@@ -9,7 +9,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from cases.models import Document, Reason, required_document_kinds
+from cases.models import (
+    Document,
+    Reason,
+    is_submission_key,
+    required_document_kinds,
+)
 from cases.uploads import CleanUpload, upload_clean, uploads_total_size
 from config.forms import DecodedTextMixin
 from terminals import validators
@@ -275,7 +280,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
 
     def clean_submission_key(self) -> str:
         key = self.cleaned_data.get("submission_key") or ""
-        return key if re.fullmatch(r"[0-9a-f]{32}", key) else ""
+        return key if is_submission_key(key) else ""
 
     def clean_merchant_id(self) -> str:
         value = re.sub(r"\s", "", self.cleaned_data["merchant_id"])

@@ -8,6 +8,7 @@ record events and dispatch side effects live in ``cases.services``.
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from pathlib import PurePosixPath
@@ -102,6 +103,54 @@ def token_for_salt(salt: str) -> str:
     return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
 
+# The form's idempotency key: 128 bits in lower-case hex, nothing else. Its
+# first half is a random nonce, its second half an HMAC of the nonce and of
+# the browser's binding cookie, so only that browser can post it back.
+SUBMISSION_KEY_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def is_submission_key(value: str) -> bool:
+    """Tell whether ``value`` has the exact format of a form's submission key."""
+    return bool(value) and SUBMISSION_KEY_RE.fullmatch(value) is not None
+
+
+def _submission_key_mac(*, binding: str, nonce: str) -> str:
+    return hmac.new(
+        settings.SECRET_KEY.encode(),
+        f"submission-binding:{binding}:{nonce}".encode(),
+        hashlib.sha256,
+    ).hexdigest()[:16]
+
+
+def submission_key_issue(*, binding: str) -> str:
+    """Return a new submission key for the browser holding ``binding``."""
+    nonce = secrets.token_hex(8)
+    return nonce + _submission_key_mac(binding=binding, nonce=nonce)
+
+
+def submission_key_is_bound(*, key: str, binding: str) -> bool:
+    """Tell whether ``key`` was issued to the browser holding ``binding``."""
+    if not is_submission_key(key) or not is_submission_key(binding):
+        return False
+    return hmac.compare_digest(
+        key[16:], _submission_key_mac(binding=binding, nonce=key[:16])
+    )
+
+
+def salt_for_submission_key(key: str) -> str:
+    """Derive a case's token salt from its form's submission key (HMAC, SECRET_KEY).
+
+    The key is the idempotency key of one filled-in form: the same form posted
+    twice finds the same case. The database keeps only this keyed hash of it
+    (as the token salt), so neither the salt nor any other stored value,
+    posted back as a submission key, leads to a case.
+    """
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"submission-key:{key}".encode(), hashlib.sha256
+    ).hexdigest()
+    return digest[:32]
+
+
 def _is_approver(instance: "Case", user) -> bool:
     return roles.user_in_group(user, roles.APPROVER)
 
@@ -185,8 +234,9 @@ class Case(models.Model):
         _("language"), max_length=10, default="zh-hans", choices=settings.LANGUAGES
     )
     client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
-    # Random salt of the tracking token; the form's submission key, so that a
-    # repeated POST of the same form finds this case instead of making another.
+    # Salt of the tracking token: random, or a keyed hash of the form's
+    # submission key (salt_for_submission_key) so that a repeated POST of the
+    # same form finds this case instead of making another.
     token_salt = models.CharField(_("token salt"), max_length=64, unique=True)
 
     # Identity verification (the code itself is never stored).

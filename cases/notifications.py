@@ -11,6 +11,7 @@ Templates: ``templates/emails/<kind>.subject.txt``, ``<kind>.txt`` and
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -28,6 +29,64 @@ SWEEP_BATCH_SIZE = 500
 
 # Context keys that must not outlive the delivery of the notice.
 SECRET_CONTEXT_KEYS = ("code", "tracking_url")
+
+
+@dataclass(frozen=True)
+class DepartmentShare:
+    """What one department's completion notice carries beyond the case itself.
+
+    Every department is told the case reference, the merchant number and name
+    and the terminals: that is what names the case in its own systems.
+    """
+
+    amounts: bool = False  # the final settlement total and its batch
+    export: bool = False  # the terminals' transaction history (CSV) attached
+    contact: bool = False  # the merchant's contact on file, masked
+    steps: bool = False  # the execution steps and how each ended
+
+
+# Data minimisation (PIPL art. 6: personal information shared only to the
+# extent the purpose needs). Finance makes the final settlement and confirms
+# each refund or deduction, so it gets the amounts and the transaction
+# history. Sales keeps the merchant relationship: who the merchant is, which
+# terminals left, whether the account closed or a device replaced them, and
+# how to reach the merchant (masked; the full contact is in the back office);
+# no money. Operations runs the devices: collection, SIM deactivation and the
+# replacement, so it gets the steps and the devices; no money. A department
+# not named here gets the common part only.
+DEPARTMENT_SHARES: dict[str, DepartmentShare] = {
+    "finance": DepartmentShare(amounts=True, export=True),
+    "sales": DepartmentShare(contact=True),
+    "operations": DepartmentShare(steps=True),
+}
+
+
+def department_share(department: str) -> DepartmentShare:
+    return DEPARTMENT_SHARES.get(department, DepartmentShare())
+
+
+def _template_base(notification: Notification) -> str:
+    """``emails/<kind>``, or the department's own templates for its notice."""
+    base = f"emails/{notification.kind}"
+    department = notification.context.get("department", "")
+    if (
+        notification.kind == Notification.Kind.DEPARTMENT_COMPLETED
+        and department in DEPARTMENT_SHARES
+    ):
+        base = f"{base}_{department}"
+    return base
+
+
+def _step_rows(steps: list) -> list[tuple[str, str]]:
+    """The (step, status) codes of a notice as labels in the current language."""
+    from cases.models import ExecutionStep
+
+    labels = dict(ExecutionStep.Step.choices)
+    statuses = dict(ExecutionStep.Status.choices)
+    return [
+        (str(labels.get(step, step)), str(statuses.get(status, status)))
+        for step, status in steps
+    ]
 
 
 def case_recipients(case: Case) -> list[str]:
@@ -124,8 +183,10 @@ def render_notification(notification: Notification) -> tuple[str, str, str]:
     }
     if notification.kind == Notification.Kind.OVERDUE_DIGEST:
         context["overdue_cases"] = _overdue_cases(notification.context)
-    base = f"emails/{notification.kind}"
+    base = _template_base(notification)
     with translation.override(notification.language):
+        if "steps" in notification.context:
+            context["step_rows"] = _step_rows(notification.context["steps"])
         subject = render_to_string(f"{base}.subject.txt", context).strip()
         subject = " ".join(subject.split())
         reference = notification.case.reference if notification.case else None

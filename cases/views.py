@@ -9,13 +9,20 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
-from cases.models import CaseEvent, CaseState
+from cases.models import (
+    CaseEvent,
+    CaseState,
+    is_submission_key,
+    submission_key_is_bound,
+    submission_key_issue,
+)
 from cases.services import intake
 from cases.services.common import CaseActionError
 from cases.uploads import limit_upload_size
@@ -29,6 +36,30 @@ def _merchant_key(request: HttpRequest, kwargs: dict) -> list[str]:
 
 def _token_key(request: HttpRequest, kwargs: dict) -> list[str]:
     return [f"case:{kwargs.get('token', '')[:64]}"]
+
+
+# The cookie that binds a form's submission key to the browser that got the
+# form. It is kept by the browser alone (no session row, nothing in the
+# database), so a key learnt anywhere else replays nothing.
+SUBMISSION_BINDING_COOKIE = "submission_binding"
+SUBMISSION_BINDING_AGE = 24 * 3600
+
+
+def _submission_binding(request: HttpRequest) -> str:
+    value = request.COOKIES.get(SUBMISSION_BINDING_COOKIE, "")
+    return value if is_submission_key(value) else ""
+
+
+def _submission_key_posted(request: HttpRequest) -> str:
+    """The posted submission key if it was issued to this browser, else "".
+
+    The key leads back to its case, so only the browser that got the form may
+    replay it: a key or salt learnt elsewhere (a log, a database copy) is ignored.
+    """
+    key = request.POST.get("submission_key", "")
+    if submission_key_is_bound(key=key, binding=_submission_binding(request)):
+        return key
+    return ""
 
 
 def _case_or_404(token: str):
@@ -45,9 +76,8 @@ def _case_or_404(token: str):
 def request_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         # The same form posted again (double click, retry) leads to its first case.
-        token = intake.case_token_for_submission(
-            key=request.POST.get("submission_key", "")
-        )
+        submission_key = _submission_key_posted(request)
+        token = intake.case_token_for_submission(key=submission_key)
         if token:
             return redirect("cases:verify", token=token)
         form = RequestForm(request.POST, request.FILES)
@@ -68,7 +98,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 replacement_terminal=form.replacement_terminal,
                 language=translation.get_language() or "zh-hans",
                 client_ip=client_ip(request),
-                submission_key=data["submission_key"],
+                submission_key=submission_key,
                 uploads=form.uploads,
             )
             try:
@@ -79,16 +109,17 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 return redirect("cases:verify", token=token)
         form.discard_uploads()
     else:
+        binding = _submission_binding(request) or secrets.token_hex(16)
         form = RequestForm(
             initial={
-                "submission_key": secrets.token_hex(16),
+                "submission_key": submission_key_issue(binding=binding),
                 "applicant_is_legal_rep": True,
                 # Carried over from a binding check so a phone user need not retype.
                 "merchant_id": request.GET.get("merchant_id", "")[:15],
                 "serial_numbers": request.GET.get("serial_numbers", "")[:400],
             }
         )
-    return render(
+    response = render(
         request,
         "cases/request_form.html",
         {
@@ -97,6 +128,17 @@ def request_new(request: HttpRequest) -> HttpResponse:
             "max_request_mb": settings.UPLOAD_MAX_REQUEST_SIZE // (1024 * 1024),
         },
     )
+    if request.method == "GET":
+        response.set_cookie(
+            SUBMISSION_BINDING_COOKIE,
+            binding,
+            max_age=SUBMISSION_BINDING_AGE,
+            path=reverse("cases:new"),
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
 
 
 @never_cache
@@ -128,6 +170,8 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
                 "code",
                 _("This code is not right. Check the latest e-mail and try again."),
             )
+        elif result == intake.VerificationResult.MERCHANT_LIMIT:
+            form.add_error("code", intake.MERCHANT_LIMIT_MESSAGE)
         elif result == intake.VerificationResult.EXPIRED:
             form.add_error(
                 "code", _("This code has expired. Ask for a new code below.")
@@ -149,6 +193,8 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
             "form": form,
             "locked": locked,
             "resend_wait": intake.resend_wait_seconds(case),
+            "failures_cap": settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY,
+            "failures_left": intake.verification_failures_left(case=case),
         },
     )
 

@@ -221,6 +221,11 @@ CASE_VERIFICATION_CODE_TTL = timedelta(
     minutes=env.int("CASE_VERIFICATION_CODE_TTL_MINUTES", default=15)
 )
 CASE_VERIFICATION_MAX_ATTEMPTS = env.int("CASE_VERIFICATION_MAX_ATTEMPTS", default=5)
+# Wrong codes per merchant per local day, across resends and new filings (a
+# case's own counter restarts with each new code). Counted in the database.
+VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY = env.int(
+    "VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY", default=10
+)
 CASE_VERIFICATION_RESEND_INTERVAL = timedelta(
     seconds=env.int("CASE_VERIFICATION_RESEND_SECONDS", default=60)
 )

@@ -88,3 +88,11 @@ def hooks_client(client, django_capture_on_commit_callbacks):
 
     client.request = request
     return client
+
+
+def issued_submission_key(client) -> str:
+    """Open the request form in ``client`` and return the submission key it got."""
+    import re
+
+    html = client.get("/requests/new/").content.decode()
+    return re.search(r'name="submission_key" value="([0-9a-f]{32})"', html).group(1)

@@ -52,9 +52,13 @@ from cases.models import (
     ExecutionStep,
     Notification,
 )
-from cases.notifications import case_recipients, notification_queue_many
+from cases.notifications import (
+    department_share,
+    notification_queue_many,
+)
 from cases.services.common import case_apply_transition
 from terminals import services as registry
+from terminals.masking import mask_email, mask_phone
 from terminals.models import Binding, Merchant, Terminal, Transaction
 
 logger = logging.getLogger(__name__)
@@ -462,44 +466,93 @@ def _step_close_account(
 def _step_notify(
     *, case: Case, terminals: list[Terminal], results: dict, now: datetime
 ) -> dict:
-    """Queue the completion notices: merchant and applicant, then each department."""
+    """Queue the completion notices: the merchant, the applicant, each department.
+
+    The transaction export and the amounts go to the merchant's contact on
+    file only: the applicant's address was typed into the form and nobody
+    verified it, so the applicant gets the notice without them. Each
+    department gets what its work needs (``DEPARTMENT_SHARES``).
+    """
     document_id = (results.get(Step.EXPORT) or {}).get("document")
     attachments = [document_id] if document_id else []
-    total = "" if case.settlement_total is None else str(case.settlement_total)
+    merchant = case.merchant
     common = {
-        "settlement_total": total,
-        "settlement_reference": settlement_reference(case),
         "terminals": [t.serial_number for t in terminals],
         "replacement": (
             case.replacement_terminal.serial_number if case.replacement_terminal else ""
         ),
         "account_closed": case.close_account,
-        "attachments": attachments,
     }
-    notices = [
-        Notification(
-            case=case,
-            kind=Notification.Kind.COMPLETED,
-            recipients=case_recipients(case),
-            dedupe_key=f"case:{case.pk}:completed",
-            context={**common, "merchant_name": case.merchant.name},
-            language=case.language,
-            queued_at=now,
+    amounts = {
+        "settlement_total": (
+            "" if case.settlement_total is None else str(case.settlement_total)
+        ),
+        "settlement_reference": settlement_reference(case),
+    }
+    notices = []
+    if merchant.contact_email:
+        notices.append(
+            Notification(
+                case=case,
+                kind=Notification.Kind.COMPLETED,
+                recipients=[merchant.contact_email],
+                dedupe_key=f"case:{case.pk}:completed",
+                context={
+                    **common,
+                    **amounts,
+                    "merchant_name": merchant.name,
+                    "attachments": attachments,
+                },
+                language=case.language,
+                queued_at=now,
+            )
         )
-    ]
+    applicant = case.applicant_email
+    if applicant and applicant.lower() != (merchant.contact_email or "").lower():
+        notices.append(
+            Notification(
+                case=case,
+                kind=Notification.Kind.COMPLETED,
+                recipients=[applicant],
+                dedupe_key=f"case:{case.pk}:completed:applicant",
+                context={
+                    **common,
+                    "merchant_name": merchant.name,
+                    "applicant_copy": True,
+                },
+                language=case.language,
+                queued_at=now,
+            )
+        )
+    steps = list(
+        case.steps.exclude(step=Step.NOTIFY)
+        .order_by("position")
+        .values_list("step", "status")
+    )
     for department, address in sorted(settings.DEPARTMENT_EMAILS.items()):
+        share = department_share(department)
+        context = {
+            **common,
+            "department": department,
+            "merchant_id": merchant.merchant_id,
+            "merchant_name": merchant.name,
+        }
+        if share.amounts:
+            context.update(amounts)
+        if share.export:
+            context["attachments"] = attachments
+        if share.contact:
+            context["contact_phone"] = mask_phone(merchant.contact_phone)
+            context["contact_email"] = mask_email(merchant.contact_email)
+        if share.steps:
+            context["steps"] = [list(row) for row in steps]
         notices.append(
             Notification(
                 case=case,
                 kind=Notification.Kind.DEPARTMENT_COMPLETED,
                 recipients=[address],
                 dedupe_key=f"case:{case.pk}:department_completed:{department}",
-                context={
-                    **common,
-                    "department": department,
-                    "merchant_id": case.merchant.merchant_id,
-                    "merchant_name": case.merchant.name,
-                },
+                context=context,
                 language=case.language,
                 queued_at=now,
             )

@@ -5,7 +5,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -23,7 +23,9 @@ from cases.models import (
     Document,
     Notification,
     hash_secret,
+    is_submission_key,
     new_token_salt,
+    salt_for_submission_key,
     token_for_salt,
 )
 from cases.notifications import (
@@ -50,6 +52,11 @@ STORAGE_FAILED_ANSWER = _(
     "We could not store your documents just now. Your answer was not sent; "
     "please try again in a few minutes."
 )
+
+
+def _now() -> datetime:
+    """Return the current time; a seam for tests that move to another day."""
+    return timezone.now()
 
 
 class IntakeRejected(Exception):
@@ -202,7 +209,7 @@ def _stale_unverified(case: Case) -> bool:
     return (
         case.state == CaseState.PENDING_VERIFICATION
         and case.code_expires_at is not None
-        and case.code_expires_at < timezone.now()
+        and case.code_expires_at < _now()
     )
 
 
@@ -270,9 +277,14 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
 
     Returns the case and its tracking token. A repeat of the same form
     (same submission key) returns the first case. On any failure nothing is
-    left behind: no row, no stored file, no e-mail.
+    left behind: no row, no stored file, no e-mail. ``filing.submission_key``
+    must be one the caller issued to this browser: it stands for the token.
     """
-    salt = filing.submission_key or new_token_salt()
+    salt = (
+        salt_for_submission_key(filing.submission_key)
+        if is_submission_key(filing.submission_key)
+        else new_token_salt()
+    )
     existing = Case.objects.filter(token_salt=salt).first()
     if existing is not None:
         _discard(filing.uploads)
@@ -362,7 +374,7 @@ def _case_filed_after_lost_connection(
 
 @transaction.atomic
 def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
-    now = timezone.now()
+    now = _now()
     _supersede_stale(filing.terminals, now=now)
     token = token_for_salt(salt)
     case = Case(
@@ -450,11 +462,16 @@ def _delete_stored(stored) -> None:
 
 
 def case_token_for_submission(*, key: str) -> str | None:
-    """Return the token of the case a form submission already created, if any."""
-    if not key or len(key) != 32:
+    """Return the token of the case a form submission already created, if any.
+
+    ``key`` must be a submission key the caller checked was issued to this
+    browser (``submission_key_is_bound``): whoever holds the key holds the token.
+    """
+    if not is_submission_key(key):
         return None
-    if Case.objects.filter(token_salt=key).exists():
-        return token_for_salt(key)
+    salt = salt_for_submission_key(key)
+    if Case.objects.filter(token_salt=salt).exists():
+        return token_for_salt(salt)
     return None
 
 
@@ -471,7 +488,44 @@ class VerificationResult:
     WRONG = "wrong"
     EXPIRED = "expired"
     LOCKED = "locked"
+    # The merchant's wrong codes for today reached the daily cap.
+    MERCHANT_LIMIT = "merchant_limit"
     NOT_PENDING = "not_pending"
+
+
+# Payload of the audit event written when a code is refused unchecked.
+REFUSED_MERCHANT_DAILY_LIMIT = "merchant_daily_limit"
+MERCHANT_LIMIT_MESSAGE = _(
+    "Too many wrong codes for this merchant today. No code can be checked until "
+    "tomorrow; then ask for a new code."
+)
+
+
+def _merchant_failures_today(*, merchant_id: int, now: datetime) -> int:
+    """Count the merchant's wrong codes in the local day of ``now``.
+
+    Counted from the audit trail in the database, across every case (each
+    resend and each new filing) of the merchant: a flushed cache forgets
+    nothing. Codes refused unchecked once the cap was reached are not guesses.
+    """
+    start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (
+        CaseEvent.objects.filter(
+            type=CaseEvent.Type.CODE_FAILED,
+            case__merchant_id=merchant_id,
+            created_at__gte=start,
+            created_at__lt=start + timedelta(days=1),
+        )
+        .exclude(payload__has_key="refused")
+        .count()
+    )
+
+
+def verification_failures_left(*, case: Case) -> int:
+    """How many more wrong codes the case's merchant may enter today."""
+    cap = settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY
+    used = _merchant_failures_today(merchant_id=case.merchant_id, now=_now())
+    return max(0, cap - used)
 
 
 def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str:
@@ -480,7 +534,21 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
         case = case_lock(case_id=case_id)
         if case.state != CaseState.PENDING_VERIFICATION:
             return VerificationResult.NOT_PENDING
-        now = timezone.now()
+        now = _now()
+        # One merchant's verifications wait for each other, so two cases of
+        # the same merchant cannot both take the last try of the day.
+        Merchant.objects.select_for_update().filter(pk=case.merchant_id).first()
+        cap = settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY
+        failures = _merchant_failures_today(merchant_id=case.merchant_id, now=now)
+        if failures >= cap:
+            events.event_record(
+                case=case,
+                type=CaseEvent.Type.CODE_FAILED,
+                actor="merchant",
+                client_ip=client_ip,
+                payload={"refused": REFUSED_MERCHANT_DAILY_LIMIT, "cap": cap},
+            )
+            return VerificationResult.MERCHANT_LIMIT
         if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
             return VerificationResult.LOCKED
         if (
@@ -499,6 +567,8 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
                 client_ip=client_ip,
                 payload={"attempts": case.code_attempts},
             )
+            if failures + 1 >= cap:
+                return VerificationResult.MERCHANT_LIMIT
             if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
                 return VerificationResult.LOCKED
             return VerificationResult.WRONG
@@ -533,7 +603,10 @@ def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
         case = case_lock(case_id=case_id)
         if case.state != CaseState.PENDING_VERIFICATION:
             raise CaseActionError(_("This request no longer needs a code."))
-        now = timezone.now()
+        if verification_failures_left(case=case) == 0:
+            # A code could not be checked today: mailing one only confuses.
+            raise CaseActionError(MERCHANT_LIMIT_MESSAGE)
+        now = _now()
         if (
             case.code_sent_at
             and now - case.code_sent_at < settings.CASE_VERIFICATION_RESEND_INTERVAL
@@ -612,7 +685,7 @@ def case_respond(
                     client_ip=client_ip,
                     visible_to_merchant=True,
                 )
-            now = timezone.now()
+            now = _now()
             case.review_due_at = now + settings.CASE_REVIEW_DUE
             case_apply_transition(
                 case=case,
@@ -657,7 +730,5 @@ def case_withdraw(
 def resend_wait_seconds(case: Case) -> int:
     if not case.code_sent_at:
         return 0
-    left = (
-        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
-    )
+    left = case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - _now()
     return max(0, int(left / timedelta(seconds=1)))

@@ -21,6 +21,7 @@ from cases.models import (
     Notification,
 )
 from tests import factories
+from tests.fixtures import issued_submission_key
 
 pytestmark = pytest.mark.django_db
 
@@ -302,7 +303,7 @@ def test_a_second_request_for_an_open_terminal_is_refused(
 def test_the_same_form_posted_twice_makes_one_case(hooks_client, registry):
     client = hooks_client
     merchant, terminals = registry
-    key = "ab" * 16
+    key = issued_submission_key(client)
 
     first = file_request(client, merchant, terminals, submission_key=key)
     second = file_request(client, merchant, terminals, submission_key=key)

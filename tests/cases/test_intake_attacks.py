@@ -13,6 +13,7 @@ from django.urls import reverse
 from cases.models import Case, CaseEvent, Document, Notification
 from tests import factories, filebuilders
 from tests.cases.test_intake import form_data, pdf, stored_files
+from tests.fixtures import issued_submission_key
 
 pytestmark = pytest.mark.django_db
 
@@ -146,14 +147,17 @@ def test_photos_lose_their_location_data(hooks_client, registry):
 # --- races on the real database ---------------------------------------------------
 
 
-def _post_concurrently(payloads: list[dict]) -> list[int]:
+def _post_concurrently(payloads: list[dict], cookies=None) -> list[int]:
     barrier = threading.Barrier(len(payloads))
     statuses: list[int] = []
 
     def post(payload):
         try:
+            client = Client()
+            if cookies is not None:
+                client.cookies = cookies
             barrier.wait()
-            statuses.append(Client().post(reverse("cases:new"), payload).status_code)
+            statuses.append(client.post(reverse("cases:new"), payload).status_code)
         finally:
             connection.close()
 
@@ -178,10 +182,12 @@ def _payload(merchant, terminals, **overrides) -> dict:
 def test_two_identical_posts_at_once_make_one_case(registry, settings):
     settings.THROTTLE_ENABLED = False
     merchant, terminals = registry
-    key = "cd" * 16
+    browser = Client()
+    key = issued_submission_key(browser)
 
     statuses = _post_concurrently(
-        [_payload(merchant, terminals, submission_key=key) for _ in range(2)]
+        [_payload(merchant, terminals, submission_key=key) for _ in range(2)],
+        cookies=browser.cookies,
     )
 
     assert statuses == [HTTPStatus.FOUND, HTTPStatus.FOUND]

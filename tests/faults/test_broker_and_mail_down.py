@@ -124,7 +124,7 @@ def test_redis_down_while_filing_and_while_approving_loses_nothing(
         # then: executed once, every notice sent once
         wait_for(
             lambda: (
-                all_sent(case, 3 + len(departments))
+                all_sent(case, 4 + len(departments))  # code, receipt, 2 completed
                 and Case.objects.get(pk=case.pk).state == CaseState.COMPLETED
             ),
             timeout=60,

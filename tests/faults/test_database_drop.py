@@ -7,7 +7,6 @@ exactly as on a network fault or a restart of the database server.
 """
 
 import hashlib
-import secrets
 from http import HTTPStatus
 
 import pytest
@@ -25,6 +24,7 @@ from cases.models import (
 )
 from tests import factories
 from tests.faults.harness import database_through, filing_form
+from tests.fixtures import issued_submission_key
 
 pytestmark = [
     pytest.mark.integration,
@@ -81,8 +81,8 @@ def test_connection_cut_while_filing_leaves_nothing_and_the_retry_is_filed(
     """
     # given
     merchant, terminals = registry()
-    key = secrets.token_hex(16)
     client = Client(raise_request_exception=False)
+    key = issued_submission_key(client)
 
     # when: the line is cut as the statement is sent
     pg_proxy.cut_on(statement)
@@ -132,8 +132,8 @@ def test_connection_cut_after_the_commit_keeps_the_case_and_its_documents(
     """
     # given
     merchant, terminals = registry()
-    key = secrets.token_hex(16)
     client = Client(raise_request_exception=False)
+    key = issued_submission_key(client)
 
     # when: the COMMIT is delivered, then the line is cut
     pg_proxy.cut_on(b"COMMIT", forward=True)

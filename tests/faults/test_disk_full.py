@@ -5,7 +5,6 @@ documents fit and a later one runs out of space half-way through its write.
 """
 
 import hashlib
-import secrets
 from http import HTTPStatus
 
 import pytest
@@ -26,6 +25,7 @@ from cases.models import (
 )
 from tests import factories
 from tests.faults.harness import filing_form, pdf_bytes
+from tests.fixtures import issued_submission_key
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,8 +52,8 @@ def test_disk_full_while_storing_uploads_shows_a_form_error_and_keeps_nothing(
     terminals = [factories.BindingFactory(merchant=merchant).terminal]
     size = len(pdf_bytes(padding=DOCUMENT_PADDING))
     tiny_media_root.fill(leave=int(size * 2.5))
-    key = secrets.token_hex(16)
     client = Client(raise_request_exception=False)
+    key = issued_submission_key(client)
 
     # when
     response = client.post(

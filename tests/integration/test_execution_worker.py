@@ -74,6 +74,10 @@ def wait_all_sent(case, smtp, *, count: int, timeout: float = 40) -> None:
     wait_for(done, timeout=timeout, what=f"{count} notices sent")
 
 
+# Completion notices to the merchant's side: the contact on file and the applicant.
+MERCHANT_NOTICES = 2
+
+
 def assert_effects_once(case, smtp, departments) -> None:
     """Every effect of a completed case exactly once, every e-mail exactly once."""
     case.refresh_from_db()
@@ -94,22 +98,23 @@ def assert_effects_once(case, smtp, departments) -> None:
     assert CaseEvent.objects.filter(case=case, transition="complete").count() == 1, (
         "completed twice"
     )
-    # mail: the merchant's contact and the applicant in one message, then one
-    # notice per department, each received once
+    # mail: the merchant's contact, the applicant and each department, each
+    # received once; the export only for the contact on file and finance
     messages = [m for m in smtp.received() if case.reference in m["Subject"]]
     envelopes = Counter(m["X-Envelope-To"] for m in messages)
     expected = Counter(
-        [
-            f"{case.merchant.contact_email}, {case.applicant_email}",
-            *departments.values(),
-        ]
+        [case.merchant.contact_email, case.applicant_email, *departments.values()]
     )
     assert envelopes == expected
+    with_export = {case.merchant.contact_email, departments["finance"]}
     for message in messages:
         assert message.get_body(("plain",)) is not None
         assert message.get_body(("html",)) is not None
         attachments = [a.get_filename() for a in message.iter_attachments()]
-        assert attachments == [f"{case.reference}-transactions.csv"]
+        if message["X-Envelope-To"] in with_export:
+            assert attachments == [f"{case.reference}-transactions.csv"]
+        else:
+            assert attachments == [], message["X-Envelope-To"]
 
 
 def test_approved_case_completes_with_every_effect_and_email_once(
@@ -124,7 +129,7 @@ def test_approved_case_completes_with_every_effect_and_email_once(
 
     # then
     wait_state(case, CaseState.COMPLETED)
-    wait_all_sent(case, smtp, count=1 + len(departments))
+    wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
     assert_effects_once(case, smtp, departments)
 
 
@@ -145,7 +150,7 @@ def test_execution_task_delivered_twice_has_its_effects_once(
 
     # then
     wait_state(case, CaseState.COMPLETED)
-    wait_all_sent(case, smtp, count=1 + len(departments))
+    wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
     wait_for(
         lambda: sum(w.log().count(b"execute_case_task") for w in workers) >= 6,
         what="all three deliveries to finish",
@@ -179,7 +184,7 @@ def test_worker_killed_mid_case_is_completed_by_a_new_worker(
     # then
     assert swept["cases"] == 1
     wait_state(case, CaseState.COMPLETED)
-    wait_all_sent(case, smtp, count=1 + len(departments))
+    wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
     assert_effects_once(case, smtp, departments)
     assert case.steps.get(step=Step.SETTLE).attempts == 1
 
@@ -210,7 +215,7 @@ def test_redis_down_at_approval_loses_nothing(
         # then
         assert swept["cases"] == 1
         wait_state(case, CaseState.COMPLETED)
-        wait_all_sent(case, smtp, count=1 + len(departments))
+        wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
     assert_effects_once(case, smtp, departments)
 
 
@@ -228,7 +233,7 @@ def test_mail_refused_for_a_while_arrives_once_accepted(
     wait_for(
         lambda: (
             Notification.objects.filter(case=case, attempts__gte=2).count()
-            == 1 + len(departments)
+            == MERCHANT_NOTICES + len(departments)
         ),
         what="retried notices",
     )
@@ -238,8 +243,8 @@ def test_mail_refused_for_a_while_arrives_once_accepted(
     smtp.refusing = False
 
     # then
-    wait_all_sent(case, smtp, count=1 + len(departments))
-    assert smtp.refused >= 2 * (1 + len(departments))
+    wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
+    assert smtp.refused >= 2 * (MERCHANT_NOTICES + len(departments))
     assert_effects_once(case, smtp, departments)
 
 
@@ -279,7 +284,7 @@ def test_terminal_rebound_elsewhere_fails_then_retry_completes(
 
     # then
     wait_state(case, CaseState.COMPLETED)
-    wait_all_sent(case, smtp, count=2 + len(departments))
+    wait_all_sent(case, smtp, count=1 + MERCHANT_NOTICES + len(departments))
     case.refresh_from_db()
     assert case.steps.get(step=Step.VERIFY_BINDINGS).attempts == 2
     operations_mails = [
