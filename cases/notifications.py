@@ -29,6 +29,8 @@ SWEEP_BATCH_SIZE = 500
 
 # Context keys that must not outlive the delivery of the notice.
 SECRET_CONTEXT_KEYS = ("code", "tracking_url")
+# What a queued notice is made of, besides its dedupe key.
+QUEUED_FIELDS = ("case", "kind", "channel", "recipients", "context", "language")
 
 
 def case_recipients(case: Case) -> list[str]:
@@ -72,10 +74,9 @@ def notification_queue(
     )
     rows = []
     for row in [notice] if channel else notices_by_channel(notice):
-        fields = ("case", "kind", "channel", "recipients", "context", "language")
         notification, created = Notification.objects.get_or_create(
             dedupe_key=row.dedupe_key,
-            defaults={f: getattr(row, f) for f in (*fields, "queued_at")},
+            defaults={f: getattr(row, f) for f in (*QUEUED_FIELDS, "queued_at")},
         )
         if created:
             notification_dispatch(notification_id=notification.pk)

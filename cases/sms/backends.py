@@ -39,10 +39,18 @@ ALIYUN_TRANSIENT_CODES = frozenset(
 
 
 class ConsoleBackend:
-    """Log the SMS with the number masked (the default; nothing leaves the machine)."""
+    """Log the SMS with the number masked (the default; nothing leaves the machine).
+
+    A verification code is logged only with DEBUG on (``make run``): logs of
+    a production that forgot to set SMS_BACKEND must not hold live codes.
+    """
 
     def send(self, message: SmsMessage) -> None:
-        logger.info("SMS to %s: %s", mask_phone(message.phone), message.text)
+        text = message.text
+        code = str(message.params.get("code") or "")
+        if code and not settings.DEBUG:
+            text = text.replace(code, "*" * len(code))
+        logger.info("SMS to %s: %s", mask_phone(message.phone), text)
 
 
 def _percent(value: str) -> str:

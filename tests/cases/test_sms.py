@@ -314,3 +314,33 @@ def test_the_console_backend_logs_the_text_in_the_case_language_with_a_masked_nu
     assert ON_FILE not in line
     assert case.reference in line
     assert re.search(r"[\u4e00-\u9fff]", line)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("debug", "shown"), [(False, False), (True, True)])
+def test_the_console_backend_logs_a_code_only_in_debug(
+    settings, registry, caplog, debug, shown, django_capture_on_commit_callbacks
+):
+    # given
+    settings.DEBUG = debug
+    settings.NOTIFICATION_CHANNELS = ["sms"]
+    settings.SMS_BACKEND = "console"
+    case = factories.CaseFactory(merchant=registry[0])
+
+    # when
+    with (
+        caplog.at_level(logging.INFO, logger="cases.sms"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        notification_queue(
+            kind=Notification.Kind.VERIFICATION_CODE,
+            recipients=["contact@onfile.example.com"],
+            case=case,
+            context={"code": "424242", "ttl_minutes": 15},
+            dedupe_key=f"case:{case.pk}:code:1",
+        )
+
+    # then
+    [line] = [r.getMessage() for r in caplog.records if r.name == "cases.sms.backends"]
+    assert ("424242" in line) is shown
+    assert "15" in line
