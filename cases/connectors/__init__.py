@@ -1,8 +1,8 @@
 """Connectors: how an execution step reaches the provider's systems.
 
-The execution steps (``cases.services.execution``) settle, export, unbind,
-bind the replacement and close the account through one ``Connector``, chosen
-by ``CORE_CONNECTOR``:
+The execution steps (``cases.services.execution``) verify the bindings,
+settle, export, unbind, bind the replacement and close the account through one
+``Connector``, chosen by ``CORE_CONNECTOR``:
 
 - ``local`` (the default): the effects on this product's own registry
   (``terminals.services``), as before any core was plugged in;
@@ -67,6 +67,10 @@ class StepOutcome:
 
 class Connector(Protocol):
     """The operations of the execution steps; each one safe to call twice."""
+
+    def verify_bindings(self, operation: Operation) -> StepOutcome:
+        """Confirm the terminals are still bound as filed (after the local check)."""
+        ...
 
     def settle(self, operation: Operation) -> StepOutcome: ...
 

@@ -62,6 +62,10 @@ class HTTPConnector:
 
     # --- the steps ---------------------------------------------------------------
 
+    def verify_bindings(self, operation: Operation) -> StepOutcome:
+        # The core refuses (4xx) when a terminal is no longer bound as filed.
+        return self._submit(operation)
+
     def settle(self, operation: Operation) -> StepOutcome:
         return self._submit(operation)
 

@@ -311,7 +311,12 @@ def _step_note_error(*, step: ExecutionStep, error: BaseException) -> None:
 
 
 def _step_verify_bindings(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime, step=None
+    *,
+    case: Case,
+    terminals: list[Terminal],
+    results: dict,
+    now: datetime,
+    step: ExecutionStep | None = None,
 ) -> dict:
     """Check every terminal is still actively bound to the merchant as filed."""
     if case.merchant.status != Merchant.Status.ACTIVE:
@@ -352,7 +357,16 @@ def _step_verify_bindings(
             gettext("Bindings changed since filing: %(problems)s")
             % {"problems": "; ".join(problems)}
         )
-    return {"terminals": [t.serial_number for t in terminals]}
+    # Then the system of record (the core, with the HTTP connector) agrees.
+    remote = _connector_run(
+        name=Step.VERIFY_BINDINGS,
+        case=case,
+        terminals=terminals,
+        results=results,
+        now=now,
+        step=step,
+    )
+    return {"terminals": [t.serial_number for t in terminals], **remote}
 
 
 def _step_settle(**kwargs) -> dict:

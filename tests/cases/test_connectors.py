@@ -20,7 +20,7 @@ from tests import factories
 from tests.httpstub import StubServer
 
 Step = ExecutionStep.Step
-CORE_STEPS = [Step.SETTLE, Step.EXPORT, Step.UNBIND]
+CORE_STEPS = [Step.VERIFY_BINDINGS, Step.SETTLE, Step.EXPORT, Step.UNBIND]
 SECRET = "core-callback-secret"
 
 
@@ -114,7 +114,7 @@ def test_core_does_each_step_and_its_references_are_recorded(
         *CORE_STEPS,
         Step.BIND_REPLACEMENT,
     ]
-    first = posts(core)[0]
+    first = posts(core, "settle")[0]
     assert first.headers["authorization"] == "Bearer core-key"
     assert first.headers["idempotency-key"] == f"{case.reference}.settle"
     assert first.json()["merchant_id"] == case.merchant.merchant_id
@@ -268,9 +268,9 @@ def test_while_the_core_is_down_the_circuit_opens_and_the_case_waits_then_comple
     assert len(core.requests) == settings.CORE_BREAKER_THRESHOLD
     case.refresh_from_db()
     assert case.state == CaseState.EXECUTING
-    settle = case.steps.get(step=Step.SETTLE)
-    assert settle.status == ExecutionStep.Status.PENDING
-    assert "circuit open" in settle.error
+    verify = case.steps.get(step=Step.VERIFY_BINDINGS)
+    assert verify.status == ExecutionStep.Status.PENDING
+    assert "circuit open" in verify.error
     assert not case.events.filter(to_state=CaseState.FAILED).exists()
 
     # when: the core is back and the circuit's pause is over; the sweeper runs
@@ -362,7 +362,7 @@ def test_an_unsigned_or_stale_callback_is_refused_and_changes_nothing(
     case = approved_case()
     with django_capture_on_commit_callbacks(execute=True):
         case_execute(case_id=case.pk)
-    key = case.steps.get(step=Step.SETTLE).idempotency_key
+    key = case.steps.get(step=Step.VERIFY_BINDINGS).idempotency_key
     body = json.dumps({"idempotency_key": key, "status": "done"}).encode()
     stale = str(int(time.time()) - 3600)
 
@@ -386,7 +386,8 @@ def test_an_unsigned_or_stale_callback_is_refused_and_changes_nothing(
     # then
     assert (forged.status_code, replayed.status_code) == (403, 403)
     assert unknown.status_code == 404
-    assert case.steps.get(step=Step.SETTLE).status == ExecutionStep.Status.WAITING
+    step = case.steps.get(step=Step.VERIFY_BINDINGS)
+    assert step.status == ExecutionStep.Status.WAITING
 
 
 @pytest.mark.django_db
@@ -422,3 +423,29 @@ def test_a_pending_step_is_completed_by_polling(
     assert [r.path for r in polls] == [f"/operations/{key}/"] * 2
     assert len(posts(core, "unbind")) == 1
     assert not Binding.objects.active().filter(merchant=case.merchant).exists()
+
+
+@pytest.mark.django_db
+def test_the_core_refusing_the_bindings_fails_the_case_before_any_money_moves(
+    core, django_capture_on_commit_callbacks
+):
+    # given: the core has the terminal bound elsewhere (a later registry change)
+    def rebound(request):
+        if request.json()["operation"] == "verify_bindings":
+            return 422, {"reason": "SN bound to merchant 898110000000999"}
+        return done(request)
+
+    core.handler = rebound
+    case = approved_case()
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = case_execute(case_id=case.pk)
+
+    # then
+    assert outcome == ExecutionOutcome.FAILED
+    assert [r.json()["operation"] for r in posts(core)] == ["verify_bindings"]
+    case.refresh_from_db()
+    assert case.failure_step == Step.VERIFY_BINDINGS
+    assert "898110000000999" in case.failure_reason
+    assert not SettlementBatch.objects.exists()

@@ -78,15 +78,15 @@ def test_core_down_then_back_the_case_waits_then_completes_and_the_sms_goes_once
     # opens) and gives up
     case_transition(case_id=case.pk, name="approve", actor=approver)
     wait_for(
-        lambda: case.steps.filter(step=Step.SETTLE, attempts=4).exists(),
+        lambda: case.steps.filter(step=Step.VERIFY_BINDINGS, attempts=4).exists(),
         timeout=30,
-        what="four tries of the settle step",
+        what="four tries of the first step",
     )
 
     # then: two calls reached the core, the case waits
     assert len(core.requests) == 2
     assert state_of(case) == CaseState.EXECUTING
-    assert "circuit open" in case.steps.get(step=Step.SETTLE).error
+    assert "circuit open" in case.steps.get(step=Step.VERIFY_BINDINGS).error
 
     # when: the core is back, the circuit's pause ends, the sweeper passes
     up["up"] = True
@@ -99,7 +99,8 @@ def test_core_down_then_back_the_case_waits_then_completes_and_the_sms_goes_once
     wait_state(case, CaseState.COMPLETED)
     assert not Binding.objects.active().filter(merchant=case.merchant).exists()
     keys = {r.headers["idempotency-key"] for r in core.requests}
-    assert keys == {f"{case.reference}.{s}" for s in ("settle", "export", "unbind")}
+    steps = ("verify_bindings", "settle", "export", "unbind")
+    assert keys == {f"{case.reference}.{s}" for s in steps}
     wait_for(
         lambda: Notification.objects.filter(
             channel="sms", status=Notification.Status.SENT
