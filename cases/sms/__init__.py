@@ -134,12 +134,19 @@ def notices_by_channel(notice: Notification) -> list[Notification]:
     """The unsaved rows of a merchant notice, one per channel of NOTIFICATION_CHANNELS.
 
     The SMS goes to the merchant's mobile number on file, never to a number
-    typed into a form. Without a number on file the notice goes by e-mail.
+    typed into a form, and only with a notice addressed to the contact on
+    file (not with a copy for the applicant alone). Without a number on file
+    the notice goes by e-mail.
     """
     channels = settings.NOTIFICATION_CHANNELS
     if notice.kind not in SMS_KINDS or notice.case is None:
         return [notice]
-    phone = notice.case.merchant.contact_phone
+    merchant = notice.case.merchant
+    if merchant.contact_email and merchant.contact_email.lower() not in {
+        r.lower() for r in notice.recipients
+    }:
+        return [notice]  # a copy for someone else (the applicant): no SMS
+    phone = merchant.contact_phone
     rows = [notice] if EMAIL in channels or not (SMS in channels and phone) else []
     if SMS in channels and phone:
         rows.append(

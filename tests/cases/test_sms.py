@@ -344,3 +344,29 @@ def test_the_console_backend_logs_a_code_only_in_debug(
     [line] = [r.getMessage() for r in caplog.records if r.name == "cases.sms.backends"]
     assert ("424242" in line) is shown
     assert "15" in line
+
+
+@pytest.mark.django_db
+def test_a_copy_for_the_applicant_alone_brings_no_second_sms(
+    gateway, registry, django_capture_on_commit_callbacks
+):
+    # given: the completion for the contact on file, and a copy for the applicant
+    case = factories.CaseFactory(merchant=registry[0])
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        for key, address in [
+            ("completed", "contact@onfile.example.com"),
+            ("completed:applicant", "applicant@typed.example.com"),
+        ]:
+            notification_queue(
+                kind=Notification.Kind.COMPLETED,
+                recipients=[address],
+                case=case,
+                dedupe_key=f"case:{case.pk}:{key}",
+            )
+
+    # then
+    [sms] = sent_sms(gateway)
+    assert sms["TemplateCode"] == "SMS_1005"
+    assert Notification.objects.get(channel=SMS).dedupe_key.endswith(":completed:sms")
