@@ -727,6 +727,10 @@ class Notification(models.Model):
         EXECUTION_FAILED = "execution_failed", _("Execution failed")
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
 
+    class Channel(models.TextChoices):
+        EMAIL = "email", _("E-mail")
+        SMS = "sms", _("SMS")
+
     class Status(models.TextChoices):
         PENDING = "pending", pgettext_lazy("notification status", "Pending")
         SENT = "sent", _("Sent")
@@ -742,6 +746,10 @@ class Notification(models.Model):
         blank=True,
     )
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
+    # An SMS row's recipients are mobile numbers (the merchant's, on file).
+    channel = models.CharField(
+        _("channel"), max_length=8, choices=Channel.choices, default=Channel.EMAIL
+    )
     recipients = models.JSONField(_("recipients"), default=list)
     language = models.CharField(_("language"), max_length=10, default="zh-hans")
     # Template context. A verification code is removed once the mail is sent.
@@ -788,6 +796,8 @@ class ExecutionStep(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
+        # The provider's core answered "pending": its callback or a poll ends it.
+        WAITING = "waiting", _("Waiting for the core")
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
         SKIPPED = "skipped", _("Not needed")
@@ -804,6 +814,12 @@ class ExecutionStep(models.Model):
     error = models.TextField(_("error"), blank=True)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    # Sent to the provider's core with the step (see cases.connectors), and the
+    # core's own reference of the operation, for reconciliation.
+    idempotency_key = models.CharField(
+        _("idempotency key"), max_length=100, blank=True, db_index=True
+    )
+    remote_reference = models.CharField(_("core reference"), max_length=100, blank=True)
 
     class Meta:
         verbose_name = _("execution step")

@@ -21,6 +21,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from cases.models import Case, Notification
+from cases.sms import SMS, SmsRefused, notices_by_channel, sms_fallback, sms_message
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ SWEEP_BATCH_SIZE = 500
 
 # Context keys that must not outlive the delivery of the notice.
 SECRET_CONTEXT_KEYS = ("code", "tracking_url")
+# What a queued notice is made of, besides its dedupe key.
+QUEUED_FIELDS = ("case", "kind", "channel", "recipients", "context", "language")
 
 
 @dataclass(frozen=True)
@@ -110,26 +113,34 @@ def notification_queue(
     case: Case | None = None,
     context: dict | None = None,
     language: str | None = None,
+    channel: str | None = None,
 ) -> Notification:
     """Record a notice in the outbox and dispatch it after commit.
 
     Idempotent by ``dedupe_key``: queuing the same notice twice returns the
-    first row and sends nothing more.
+    first row and sends nothing more. Without ``channel``, a merchant notice
+    also gets its SMS row as NOTIFICATION_CHANNELS says (``cases.sms``).
     """
-    notification, created = Notification.objects.get_or_create(
+    notice = Notification(
+        case=case,
+        kind=kind,
+        channel=channel or Notification.Channel.EMAIL,
+        recipients=recipients,
+        context=context or {},
+        language=language or (case.language if case else settings.LANGUAGE_CODE),
+        queued_at=timezone.now(),
         dedupe_key=dedupe_key,
-        defaults={
-            "case": case,
-            "kind": kind,
-            "recipients": recipients,
-            "context": context or {},
-            "language": language or (case.language if case else settings.LANGUAGE_CODE),
-            "queued_at": timezone.now(),
-        },
     )
-    if created:
-        notification_dispatch(notification_id=notification.pk)
-    return notification
+    rows = []
+    for row in [notice] if channel else notices_by_channel(notice):
+        notification, created = Notification.objects.get_or_create(
+            dedupe_key=row.dedupe_key,
+            defaults={f: getattr(row, f) for f in (*QUEUED_FIELDS, "queued_at")},
+        )
+        if created:
+            notification_dispatch(notification_id=notification.pk)
+        rows.append(notification)
+    return rows[0]
 
 
 def notification_queue_many(*, notifications: list[Notification]) -> list[Notification]:
@@ -139,6 +150,7 @@ def notification_queue_many(*, notifications: list[Notification]) -> list[Notifi
     already exist are kept as they are; the pending ones are dispatched again,
     which is harmless since a notice is sent at most once.
     """
+    notifications = [row for n in notifications for row in notices_by_channel(n)]
     if not notifications:
         return []
     Notification.objects.bulk_create(notifications, ignore_conflicts=True)
@@ -251,7 +263,10 @@ def notification_send(*, notification_id: int) -> bool:
             return False
         notification.attempts += 1
         try:
-            message = build_message(notification)
+            if notification.channel == SMS:
+                message = sms_message(notification)
+            else:
+                message = build_message(notification)
             message.send(fail_silently=False)
         except Exception as exc:  # SMTP, socket and template errors alike
             error = exc
@@ -274,6 +289,9 @@ def notification_send(*, notification_id: int) -> bool:
                     "context",
                 ]
             )
+    if isinstance(error, SmsRefused):  # permanent: e-mail instead, no retry
+        notification_give_up(notification_id=notification_id)
+        return False
     if error is not None:
         # Raised after commit so the attempt and the error stay recorded.
         raise NotificationDeliveryError(str(error)) from error
@@ -295,10 +313,15 @@ def notification_retry_scheduled(*, notification_id: int, countdown: float) -> N
 
 
 def notification_give_up(*, notification_id: int) -> None:
-    """Mark a notice failed after its retries ran out (staff can resend it)."""
-    Notification.objects.filter(
-        pk=notification_id, status=Notification.Status.PENDING
-    ).update(status=Notification.Status.FAILED)
+    """Mark a notice failed after its retries ran out (staff can resend it).
+
+    A failed SMS falls back to e-mail.
+    """
+    with transaction.atomic():
+        if Notification.objects.filter(
+            pk=notification_id, status=Notification.Status.PENDING
+        ).update(status=Notification.Status.FAILED):
+            sms_fallback(notification_id=notification_id)
 
 
 def notification_resend(*, notification: Notification) -> Notification | None:
@@ -335,6 +358,7 @@ def notification_resend(*, notification: Notification) -> Notification | None:
             case=notification.case,
             context=context,
             language=notification.language,
+            channel=notification.channel,
         )
     return copy
 

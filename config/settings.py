@@ -392,3 +392,43 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# ------------------------------------------------------------------------------
+# The provider's core / TMS (cases.connectors). "local" (the default) keeps
+# the product on its own registry; "http" calls CORE_URL for every execution
+# step (README, "Plugging in the provider's core").
+# ------------------------------------------------------------------------------
+CORE_CONNECTOR = env("CORE_CONNECTOR", default="local")
+CORE_URL = env("CORE_URL", default="")
+CORE_API_KEY = env("CORE_API_KEY", default="")
+# Shared secret of the core's callbacks to /api/core/callback/ (HMAC-SHA256);
+# callbacks are refused while it is empty.
+CORE_CALLBACK_SECRET = env("CORE_CALLBACK_SECRET", default="")
+CORE_CALLBACK_MAX_SKEW = env.int("CORE_CALLBACK_MAX_SKEW_SECONDS", default=300)
+CORE_CONNECT_TIMEOUT = env.float("CORE_CONNECT_TIMEOUT_SECONDS", default=3.0)
+CORE_READ_TIMEOUT = env.float("CORE_READ_TIMEOUT_SECONDS", default=15.0)
+# Retries of one call (timeouts, 5xx, 429), same idempotency key, after
+# CORE_RETRY_BACKOFF_SECONDS doubling; then the task's own backoff takes over.
+CORE_RETRIES = env.int("CORE_RETRIES", default=2)
+CORE_RETRY_BACKOFF = env.float("CORE_RETRY_BACKOFF_SECONDS", default=0.5)
+# The circuit opens after this many consecutive failures, for this long.
+CORE_BREAKER_THRESHOLD = env.int("CORE_BREAKER_THRESHOLD", default=5)
+CORE_BREAKER_RESET_SECONDS = env.float("CORE_BREAKER_RESET_SECONDS", default=60.0)
+
+# ------------------------------------------------------------------------------
+# SMS (cases.sms): which channels the merchant's notices use, and the gateway.
+# NOTIFICATION_CHANNELS=email,sms adds an SMS to the mobile number on file for
+# the code, receipt, information request, rejection and completion.
+# SMS_BACKEND: "console" (logs, masked number) or "aliyun" (an HTTP gateway
+# with Aliyun's SendSms request shape), or a dotted path.
+# ------------------------------------------------------------------------------
+NOTIFICATION_CHANNELS = env.list("NOTIFICATION_CHANNELS", default=["email"])
+SMS_BACKEND = env("SMS_BACKEND", default="console")
+SMS_URL = env("SMS_URL", default="https://dysmsapi.aliyuncs.com/")
+SMS_ACCESS_KEY_ID = env("SMS_ACCESS_KEY_ID", default="")
+SMS_ACCESS_KEY_SECRET = env("SMS_ACCESS_KEY_SECRET", default="")
+SMS_SIGN_NAME = env("SMS_SIGN_NAME", default="")
+# Template code per notice kind, as registered with the provider, e.g.
+# verification_code=SMS_1001,receipt=SMS_1002,completed=SMS_1005
+SMS_TEMPLATES = env.dict("SMS_TEMPLATES", default={})
+SMS_TIMEOUT = env.float("SMS_TIMEOUT_SECONDS", default=10.0)

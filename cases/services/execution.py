@@ -12,16 +12,16 @@ the same case, at the same time or after a crash. Three things make that safe:
 - each effect (``terminals.services``) checks the registry first and does
   nothing that is already done.
 
-Known transient errors (lost database connection, lock timeouts) propagate to
-the task, which retries with backoff; any other error fails the case at its
-step and e-mails the Operations group.
+Known transient errors (lost database connection, lock timeouts, the
+provider's core out of reach) propagate to the task, which retries with
+backoff; any other error fails the case at its step and e-mails the Operations
+group. The settle, export, unbind, rebind and close steps go through the
+connector of ``CORE_CONNECTOR`` (``cases.connectors``); a step the core
+answered "pending" waits (``ExecutionStep.Status.WAITING``) until the core's
+callback or a poll by the outbox sweeper ends it.
 """
 
-import csv
-import hashlib
-import io
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +31,6 @@ from enum import StrEnum
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files import File
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -42,13 +41,18 @@ from django.db.models import F, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from cases import events, roles
+from cases import connectors, events, roles
+from cases.connectors.local import (  # noqa: F401 (re-exported for callers)
+    EXPORT_CHUNK_SIZE,
+    EXPORT_HEADER,
+    export_storage_name,
+    settlement_reference,
+)
 from cases.models import (
     Case,
     CaseEvent,
     CaseState,
     CaseTerminal,
-    Document,
     ExecutionStep,
     Notification,
 )
@@ -59,15 +63,17 @@ from cases.notifications import (
 from cases.services.common import case_apply_transition
 from terminals import services as registry
 from terminals.masking import mask_email, mask_phone
-from terminals.models import Binding, Merchant, Terminal, Transaction
+from terminals.models import Binding, Merchant, Terminal
 
 logger = logging.getLogger(__name__)
 
-# Errors worth retrying: the database went away or a lock wait timed out.
+# Errors worth retrying: the database went away, a lock wait timed out, the
+# provider's core is out of reach.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
     SoftTimeLimitExceeded,
+    connectors.ConnectorUnavailable,
 )
 
 # High bits of the advisory lock keys of case executions ("UB"), so they do
@@ -90,17 +96,6 @@ STEP_ORDER: tuple[str, ...] = (
 # Cases re-queued per sweep; the rest wait for the next sweep.
 SWEEP_BATCH_SIZE = 500
 
-EXPORT_HEADER = (
-    "serial_number",
-    "terminal_id",
-    "occurred_at",
-    "amount",
-    "settled",
-    "settlement_batch",
-)
-# Rows fetched per round trip while streaming the export (bounded memory).
-EXPORT_CHUNK_SIZE = 2000
-
 
 class ExecutionOutcome(StrEnum):
     COMPLETED = "completed"
@@ -109,10 +104,20 @@ class ExecutionOutcome(StrEnum):
     BUSY = "busy"
     # The case is not approved or executing (already done, failed, ...).
     SKIPPED = "skipped"
+    # A step waits for the provider's core (its callback or a poll).
+    WAITING = "waiting"
 
 
 class ExecutionError(Exception):
     """A step cannot be carried out; the case fails at that step."""
+
+
+class StepPending(Exception):
+    """The core accepted the step and will answer later; the case waits."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(reference)
+        self.reference = reference
 
 
 def execution_dispatch(*, case_id: int) -> None:
@@ -207,8 +212,9 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
             continue
         if delay:  # test hook: widen the window for crash tests
             time.sleep(delay)
-        if not _step_run(case=case, step=step, terminals=terminals, results=results):
-            return ExecutionOutcome.FAILED
+        stopped = _step_run(case=case, step=step, terminals=terminals, results=results)
+        if stopped is not None:
+            return stopped
     return ExecutionOutcome.COMPLETED
 
 
@@ -243,13 +249,13 @@ def _step_run(
     step: ExecutionStep,
     terminals: list[Terminal],
     results: dict[str, dict],
-) -> bool:
-    """Run one step with its row in one transaction; return False if the case failed."""
+) -> ExecutionOutcome | None:
+    """Run one step with its row in one transaction; return why the run stops, if it does."""
     now = timezone.now()
     try:
         with transaction.atomic():
             result = STEP_FUNCTIONS[step.step](
-                case=case, terminals=terminals, results=results, now=now
+                case=case, terminals=terminals, results=results, now=now, step=step
             )
             step.status = ExecutionStep.Status.DONE
             step.result = result
@@ -257,23 +263,40 @@ def _step_run(
             step.attempts += 1
             step.finished_at = now
             step.save(
-                update_fields=["status", "result", "error", "attempts", "finished_at"]
+                update_fields=[
+                    "status",
+                    "result",
+                    "error",
+                    "attempts",
+                    "finished_at",
+                    "idempotency_key",
+                    "remote_reference",
+                ]
             )
             results[step.step] = result
             if step.step == Step.NOTIFY:
                 case_apply_transition(case=case, name="complete", actor=None)
+    except StepPending as pending:
+        _step_wait(case=case, step=step, reference=pending.reference)
+        return ExecutionOutcome.WAITING
     except TRANSIENT_ERRORS as exc:
         _step_note_error(step=step, error=exc)
         raise
     except Exception as exc:
         logger.warning("case %s failed at step %s: %s", case.pk, step.step, exc)
         case_execution_fail(case_id=case.pk, step=step.step, reason=_describe(exc))
-        return False
-    return True
+        return ExecutionOutcome.FAILED
+    return None
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, registry.RegistryError | ExecutionError):
+    if isinstance(
+        exc,
+        registry.RegistryError
+        | ExecutionError
+        | connectors.ConnectorRefused
+        | connectors.ConnectorUnavailable,
+    ):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"[:2000]
 
@@ -292,7 +315,12 @@ def _step_note_error(*, step: ExecutionStep, error: BaseException) -> None:
 
 
 def _step_verify_bindings(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
+    *,
+    case: Case,
+    terminals: list[Terminal],
+    results: dict,
+    now: datetime,
+    step: ExecutionStep | None = None,
 ) -> dict:
     """Check every terminal is still actively bound to the merchant as filed."""
     if case.merchant.status != Merchant.Status.ACTIVE:
@@ -333,138 +361,163 @@ def _step_verify_bindings(
             gettext("Bindings changed since filing: %(problems)s")
             % {"problems": "; ".join(problems)}
         )
-    return {"terminals": [t.serial_number for t in terminals]}
-
-
-def settlement_reference(case: Case) -> str:
-    """The settlement batch reference of a case: the same on every run."""
-    return f"{case.reference or f'CASE{case.pk}'}-FINAL"
-
-
-def _step_settle(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
-) -> dict:
-    """Settle the terminals' unsettled transactions in the case's one batch."""
-    batch = registry.transactions_settle(
-        merchant=case.merchant,
-        terminals=terminals,
-        reference=settlement_reference(case),
-    )
-    Case.objects.filter(pk=case.pk).update(
-        settlement_batch=batch, settlement_total=batch.total
-    )
-    case.settlement_batch = batch
-    case.settlement_total = batch.total
-    return {
-        "batch": batch.reference,
-        "total": str(batch.total),
-        "transactions": batch.transaction_count,
-    }
-
-
-def export_storage_name(case: Case) -> str:
-    """Deterministic storage name: a rerun after a crash overwrites, never duplicates."""
-    return f"cases/exports/{case.pk}/transactions-{case.reference or case.pk}.csv"
-
-
-def _step_export(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
-) -> dict:
-    """Stream the terminals' transaction history to a CSV stored with the case."""
-    existing = (
-        Document.objects.filter(case=case, kind=Document.Kind.DATA_EXPORT)
-        .order_by("pk")
-        .first()
-    )
-    if existing is not None:
-        return {"document": existing.pk, "size": existing.size}
-    rows = (
-        Transaction.objects.filter(terminal_id__in=[t.pk for t in terminals])
-        .order_by("terminal__serial_number", "occurred_at", "pk")
-        .values_list(
-            "terminal__serial_number",
-            "terminal__terminal_id",
-            "occurred_at",
-            "amount",
-            "settled",
-            "settlement_batch__reference",
-        )
-        .iterator(chunk_size=EXPORT_CHUNK_SIZE)
-    )
-    storage = Document._meta.get_field("file").storage
-    name = export_storage_name(case)
-    count = 0
-    digest = hashlib.sha256()
-    with tempfile.TemporaryFile() as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        writer = csv.writer(text)
-        writer.writerow(EXPORT_HEADER)
-        for sn, tid, occurred_at, amount, settled, batch in rows:
-            writer.writerow(
-                [sn, tid, occurred_at.isoformat(), amount, int(settled), batch or ""]
-            )
-            count += 1
-        text.flush()
-        size = raw.tell()
-        raw.seek(0)
-        for chunk in iter(lambda: raw.read(64 * 1024), b""):
-            digest.update(chunk)
-        raw.seek(0)
-        # A file left by a run that crashed before its commit is replaced.
-        if storage.exists(name):
-            storage.delete(name)
-        saved = storage.save(name, File(raw, name=name))
-        text.detach()
-    document = Document.objects.create(
+    # Then the system of record (the core, with the HTTP connector) agrees.
+    remote = _connector_run(
+        name=Step.VERIFY_BINDINGS,
         case=case,
-        kind=Document.Kind.DATA_EXPORT,
-        file=saved,
-        original_name=f"{case.reference or case.pk}-transactions.csv",
-        size=size,
-        sha256=digest.hexdigest(),
-        content_type="text/csv",
-        review_status=Document.ReviewStatus.ACCEPTED,
+        terminals=terminals,
+        results=results,
+        now=now,
+        step=step,
     )
-    return {"document": document.pk, "size": size, "rows": count}
+    return {"terminals": [t.serial_number for t in terminals], **remote}
 
 
-def _step_unbind(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
-) -> dict:
+def _step_settle(**kwargs) -> dict:
+    """Settle the terminals' unsettled transactions in the case's one batch."""
+    return _connector_run(name=Step.SETTLE, **kwargs)
+
+
+def _step_export(**kwargs) -> dict:
+    """Keep the terminals' transaction history (a CSV stored with the case)."""
+    return _connector_run(name=Step.EXPORT, **kwargs)
+
+
+def _step_unbind(**kwargs) -> dict:
     """End the bindings of the case's terminals (history kept)."""
-    released = []
-    for terminal in terminals:
-        binding = registry.binding_release(
-            terminal=terminal,
-            merchant=case.merchant,
-            reason=f"case {case.reference or case.pk}: {case.reason}",
-            at=now,
-        )
-        if binding is not None:
-            released.append(terminal.serial_number)
-    return {"released": released}
+    return _connector_run(name=Step.UNBIND, **kwargs)
 
 
-def _step_bind_replacement(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
-) -> dict:
+def _step_bind_replacement(**kwargs) -> dict:
     """Bind and activate the replacement device."""
-    binding = registry.binding_create(
-        terminal=case.replacement_terminal, merchant=case.merchant, at=now
-    )
-    return {"binding": binding.pk, "terminal": case.replacement_terminal.serial_number}
+    return _connector_run(name=Step.BIND_REPLACEMENT, **kwargs)
 
 
-def _step_close_account(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
-) -> dict:
+def _step_close_account(**kwargs) -> dict:
     """Close the merchant account (refused while a terminal is still bound)."""
-    merchant = registry.merchant_close(merchant=case.merchant, at=now)
-    return {"closed_at": merchant.closed_at.isoformat()}
+    return _connector_run(name=Step.CLOSE_ACCOUNT, **kwargs)
+
+
+def _connector_run(
+    *,
+    name: str,
+    case: Case,
+    terminals: list[Terminal],
+    results: dict,
+    now: datetime,
+    step: ExecutionStep | None = None,
+) -> dict:
+    """Do step ``name`` through the connector; raise StepPending if the core said so.
+
+    A step already waiting for the core is polled (or finished with the answer
+    its callback stored) under the key it was sent with, never sent again.
+    """
+    waiting = step is not None and step.status == ExecutionStep.Status.WAITING
+    key = (
+        step.idempotency_key
+        if waiting and step.idempotency_key
+        else connectors.idempotency_key(case=case, step=name, round=_retry_round(case))
+    )
+    operation = connectors.Operation(
+        step=name,
+        key=key,
+        case=case,
+        terminals=terminals,
+        now=now,
+        answer=(step.result or {}).get("core_answer") if waiting else None,
+    )
+    connector = connectors.connector_get()
+    outcome = (
+        connector.poll(operation) if waiting else getattr(connector, name)(operation)
+    )
+    if step is not None:
+        step.idempotency_key = key
+        step.remote_reference = outcome.reference or step.remote_reference
+    if outcome.pending:
+        raise StepPending(outcome.reference)
+    return outcome.result
+
+
+def _retry_round(case: Case) -> int:
+    """How many times Operations retried the failed case (a new key each time)."""
+    return CaseEvent.objects.filter(
+        case=case, type=CaseEvent.Type.TRANSITION, transition="retry"
+    ).count()
+
+
+def _step_wait(*, case: Case, step: ExecutionStep, reference: str) -> None:
+    """Record that the core will answer the step later; the sweeper polls it."""
+    with transaction.atomic():
+        first = step.status != ExecutionStep.Status.WAITING
+        step.status = ExecutionStep.Status.WAITING
+        step.remote_reference = reference or step.remote_reference
+        step.error = ""
+        step.attempts += 1
+        step.save(
+            update_fields=[
+                "status",
+                "idempotency_key",
+                "remote_reference",
+                "error",
+                "attempts",
+            ]
+        )
+        Case.objects.filter(pk=case.pk).update(execution_queued_at=timezone.now())
+        if first:
+            events.event_record(
+                case=case,
+                type=CaseEvent.Type.STEP,
+                note=gettext("Waiting for the core (reference %(ref)s).")
+                % {"ref": step.remote_reference or "-"},
+                payload={
+                    "step": step.step,
+                    "status": ExecutionStep.Status.WAITING,
+                    "key": step.idempotency_key,
+                    "reference": step.remote_reference,
+                },
+            )
+
+
+def execution_step_answer(*, key: str, answer: dict) -> bool:
+    """Take the core's final answer to a waiting step and resume the case.
+
+    Called by the core's callback. Return False when there is nothing to do:
+    the step is no longer waiting (a duplicate or late callback, or a poll got
+    there first). Raise ExecutionStep.DoesNotExist for an unknown key.
+    """
+    with transaction.atomic():
+        step = (
+            ExecutionStep.objects.select_for_update()
+            .select_related("case")
+            .get(idempotency_key=key)
+        )
+        if (
+            step.status != ExecutionStep.Status.WAITING
+            or answer.get("status") not in ("done", "refused")
+            or step.case.state != CaseState.EXECUTING
+        ):
+            return False
+        step.result = {**(step.result or {}), "core_answer": answer}
+        step.save(update_fields=["result"])
+        events.event_record(
+            case=step.case,
+            type=CaseEvent.Type.STEP,
+            note=gettext("The core answered: %(status)s.")
+            % {"status": answer["status"]},
+            payload={
+                "step": step.step,
+                "key": key,
+                "reference": answer.get("reference", ""),
+                "answer": answer["status"],
+            },
+        )
+        Case.objects.filter(pk=step.case_id).update(execution_queued_at=timezone.now())
+        execution_dispatch(case_id=step.case_id)
+    return True
 
 
 def _step_notify(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime
+    *, case: Case, terminals: list[Terminal], results: dict, now: datetime, step=None
 ) -> dict:
     """Queue the completion notices: the merchant, the applicant, each department.
 
@@ -659,7 +712,14 @@ def _step_label(step: str, language: str) -> str:
 
 
 def case_execution_give_up(*, case_id: int, error: BaseException) -> bool:
-    """Fail the case after the transient retries ran out, at its first step not done."""
+    """Fail the case after the transient retries ran out, at its first step not done.
+
+    While the provider's core is out of reach the case is not failed: it stays
+    executing and the outbox sweeper queues it again until the core is back.
+    """
+    if isinstance(error, connectors.ConnectorUnavailable):
+        logger.warning("case %s waits for the core: %s", case_id, error)
+        return False
     pending = (
         ExecutionStep.objects.filter(case_id=case_id)
         .exclude(status__in=[ExecutionStep.Status.DONE, ExecutionStep.Status.SKIPPED])
