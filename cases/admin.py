@@ -565,7 +565,7 @@ class CaseAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("credit code matches the registry"), boolean=True)
     def uscc_matches(self, obj: Case) -> bool:
-        return obj.uscc.upper() == obj.merchant.uscc.upper()
+        return (obj.uscc or "").upper() == (obj.merchant.uscc or "").upper()
 
     @admin.display(description=_("contact on file"))
     def contact_on_file(self, obj: Case) -> str:

@@ -347,6 +347,7 @@ class Case(models.Model):
             close_account=self.close_account,
             replacement=self.replacement_terminal_id is not None,
             applicant_is_legal_rep=self.applicant_is_legal_rep,
+            merchant_kind=self.merchant.kind,
         )
 
     def required_documents_accepted(self) -> bool:
@@ -467,14 +468,21 @@ class Case(models.Model):
 
 
 def required_document_kinds(
-    *, close_account: bool, replacement: bool, applicant_is_legal_rep: bool
+    *,
+    close_account: bool,
+    replacement: bool,
+    applicant_is_legal_rep: bool,
+    merchant_kind: str = Merchant.Kind.ENTERPRISE,
 ) -> list[str]:
-    """Return the document kinds a request needs for the chosen options (DOMAIN.md)."""
-    kinds = [
-        Document.Kind.BUSINESS_LICENCE,
-        Document.Kind.LEGAL_REP_ID,
-        Document.Kind.DEVICE_EVIDENCE,
-    ]
+    """Return the document kinds a request needs for the chosen options (DOMAIN.md).
+
+    ``merchant_kind`` is the registry's kind, never what a form claims: a
+    micro-merchant (小微商户) has no business licence, only the owner's ID.
+    """
+    kinds = []
+    if merchant_kind != Merchant.Kind.MICRO:
+        kinds.append(Document.Kind.BUSINESS_LICENCE)
+    kinds += [Document.Kind.LEGAL_REP_ID, Document.Kind.DEVICE_EVIDENCE]
     if close_account:
         kinds += [Document.Kind.CONTRACT, Document.Kind.BANK_STATEMENT]
     if replacement:
