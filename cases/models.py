@@ -225,6 +225,15 @@ class Case(models.Model):
         blank=True,
         help_text=_("Any fees the unbinding will cost (可能产生的费用)."),
     )
+    # The amount of those fees, owed by the merchant: a line of the final
+    # statement (cases.statements); empty until staff state one.
+    fees_amount = models.DecimalField(
+        _("fees amount (CNY)"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
     decision_note = models.TextField(_("decision note"), blank=True)
 
     # Execution.
@@ -302,6 +311,12 @@ class Case(models.Model):
                     ]
                 ),
                 name="case_waiting_due",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(fees_amount__isnull=True) | Q(fees_amount__gte=0),
+                name="case_fees_amount_not_negative",
             ),
         ]
         permissions = [
