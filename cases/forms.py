@@ -206,7 +206,7 @@ class RequestForm(UploadsMixin, forms.Form):
     business_licence = _file_field(
         _("Business licence copy (营业执照副本)"),
         _(
-            "Required, except for a micro-merchant (小微商户). A scan or photo of the whole page, PDF, JPEG or PNG."
+            "Required, except for a micro-merchant without a licence. A scan or photo of the whole page, PDF, JPEG or PNG."
         ),
     )
     legal_rep_id = _file_field(
