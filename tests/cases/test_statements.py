@@ -262,3 +262,28 @@ def test_pages_do_not_grow_with_the_terminal_count(
     with django_assert_num_queries(expected):
         response = get(large)
     assert response.content.decode().count('data-line="deposit"') == 300
+
+
+@pytest.mark.django_db
+def test_the_fees_amount_is_stated_from_the_case_page(client, reviewer):
+    # given a case in review assigned to the reviewer
+    case = chain_case(1, state=CaseState.IN_REVIEW)
+    type(case).objects.filter(pk=case.pk).update(assigned_to=reviewer)
+    client.force_login(reviewer)
+    url = reverse("admin:cases_case_fees", args=[case.pk])
+
+    # when a negative amount is posted, then nothing changes
+    client.post(url, {"fees_statement": "年费", "fees_amount": "-1"})
+    case.refresh_from_db()
+    assert case.fees_amount is None
+
+    # when a valid amount is posted
+    response = client.post(url, {"fees_statement": "年费", "fees_amount": "80.5"})
+
+    # then it is stored exactly and the merchant's statement owes it
+    assert response.status_code == HTTPStatus.FOUND
+    case.refresh_from_db()
+    assert case.fees_amount == Decimal("80.50")
+    page = client.get(case.get_tracking_path()).content.decode()
+    assert 'data-line="fees"' in page
+    assert 'data-total="by_merchant">¥80.50' in page
