@@ -301,3 +301,19 @@ def test_a_number_cell_is_read_as_its_digits():
     # then
     assert sheet.serials == ["12345678", "87654321"]
     assert sheet.line_of == {"12345678": 2, "87654321": 3}
+
+
+def test_the_per_line_report_is_in_the_merchants_language(hooks_client, chain):
+    # given a file with a duplicate on line 3
+    merchant, terminals = chain
+    serial = terminals[0].serial_number
+    data = form_data(merchant, [], serial_numbers="")
+    data["serial_numbers_file"] = csv_file([serial, terminals[1].serial_number, serial])
+
+    # when filed from a Chinese browser
+    response = hooks_client.post(
+        reverse("cases:new"), data, HTTP_ACCEPT_LANGUAGE="zh-CN"
+    )
+
+    # then
+    assert f"第 3 行：{serial}：与第 1 行重复" in response.content.decode()
