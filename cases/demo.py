@@ -346,7 +346,7 @@ def _bound_terminals(
             "serial_number", flat=True
         )
     )
-    new = Terminal.objects.bulk_create(
+    Terminal.objects.bulk_create(
         [
             Terminal(
                 serial_number=identifiers.make_serial_number(n),
@@ -359,6 +359,12 @@ def _bound_terminals(
             for n in range(first, first + count)
             if identifiers.make_serial_number(n) not in existing
         ]
+    )
+    # Read back rather than trust bulk_create to set primary keys on every backend.
+    new = list(
+        Terminal.objects.filter(serial_number__in=set(serials) - existing).order_by(
+            "serial_number"
+        )
     )
     Binding.objects.bulk_create(
         [
