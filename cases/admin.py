@@ -282,6 +282,14 @@ class FeesForm(forms.Form):
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
     )
+    fees_amount = forms.DecimalField(
+        label=_("Fees amount (CNY)"),
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        help_text=_("Owed by the merchant; a line of the final statement."),
+    )
 
 
 # --- CSV export --------------------------------------------------------------------
@@ -565,7 +573,7 @@ class CaseAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("credit code matches the registry"), boolean=True)
     def uscc_matches(self, obj: Case) -> bool:
-        return obj.uscc.upper() == obj.merchant.uscc.upper()
+        return (obj.uscc or "").upper() == (obj.merchant.uscc or "").upper()
 
     @admin.display(description=_("contact on file"))
     def contact_on_file(self, obj: Case) -> str:
@@ -691,7 +699,12 @@ class CaseAdmin(admin.ModelAdmin):
             "required_kinds": required,
             "impact": case_impact(case=case),
             "timeline": _timeline(case),
-            "fees_form": FeesForm(initial={"fees_statement": case.fees_statement}),
+            "fees_form": FeesForm(
+                initial={
+                    "fees_statement": case.fees_statement,
+                    "fees_amount": case.fees_amount,
+                }
+            ),
             "fees_url": reverse("admin:cases_case_fees", args=[case.pk]),
             "can_state_fees": may_work
             and case.state == CaseState.IN_REVIEW
@@ -782,13 +795,19 @@ class CaseAdmin(admin.ModelAdmin):
         case = self._case_or_404(request, object_id)
         form = FeesForm(request.POST)
         if not form.is_valid():
-            messages.error(request, _("The fees statement is too long."))
+            messages.error(
+                request,
+                _("The fees amount is a number of yuan with at most two decimals.")
+                if "fees_amount" in form.errors
+                else _("The fees statement is too long."),
+            )
             return HttpResponseRedirect(self._change_url(case.pk))
         try:
             case_fees_statement_set(
                 case_id=case.pk,
                 actor=request.user,
                 text=form.cleaned_data["fees_statement"],
+                amount=form.cleaned_data["fees_amount"],
             )
         except PermissionDenied as exc:
             return _refused(request, message=_message_of(exc), case=case)

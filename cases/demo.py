@@ -50,6 +50,16 @@ MERCHANTS = [
     ("南京鼓楼书店", "黄强", "magstripe"),
 ]
 
+# Merchants as they come (DOMAIN.md "Merchants come in kinds"): a
+# micro-merchant without a licence or USCC, and a chain whose terminals carry
+# a deposit. Numbered after MERCHANTS; serial numbers from 1000 up.
+MICRO_MERCHANT = (9, "西安回民街马记小吃", "马强", "qr")
+CHAIN_MERCHANT = (10, "好邻居便利连锁有限公司", "孙丽", "smart")
+CHAIN_TERMINALS = 300
+CHAIN_FIRST_SERIAL = 1000
+MICRO_FIRST_SERIAL = 1400
+DEMO_DEPOSIT = Decimal("299.00")
+
 # State → (reason, close_account, replacement)
 CASE_STATES = [
     (CaseState.PENDING_VERIFICATION, "business_change", False, False),
@@ -311,6 +321,185 @@ def _cases(merchants: list[Merchant], now) -> int:
     return created
 
 
+def _merchant_of_kind(
+    number: int, name: str, legal_rep: str, *, kind: str, uscc: str | None
+) -> Merchant:
+    merchant, _created = Merchant.objects.get_or_create(
+        merchant_id=identifiers.make_merchant_id(number),
+        defaults={
+            "kind": kind,
+            "uscc": uscc,
+            "name": name,
+            "legal_rep_name": legal_rep,
+            "legal_rep_id_number": identifiers.make_resident_id(number),
+            "contact_email": f"merchant{number}@shop.example.com",
+            "contact_phone": f"1380013{number:04d}",
+            "settlement_card_number": identifiers.make_bank_card(number),
+        },
+    )
+    return merchant
+
+
+def _bound_terminals(
+    merchant: Merchant, *, first: int, count: int, kind: str, deposit, now
+) -> list[Terminal]:
+    """Create ``count`` terminals bound to ``merchant`` (in bulk: a chain has hundreds)."""
+    serials = [identifiers.make_serial_number(n) for n in range(first, first + count)]
+    existing = set(
+        Terminal.objects.filter(serial_number__in=serials).values_list(
+            "serial_number", flat=True
+        )
+    )
+    Terminal.objects.bulk_create(
+        [
+            Terminal(
+                serial_number=identifiers.make_serial_number(n),
+                terminal_id=identifiers.make_terminal_id(n),
+                model="PAX A920",
+                kind=kind,
+                status=Terminal.Status.ACTIVE,
+                deposit=deposit,
+            )
+            for n in range(first, first + count)
+            if identifiers.make_serial_number(n) not in existing
+        ]
+    )
+    # Read back rather than trust bulk_create to set primary keys on every backend.
+    new = list(
+        Terminal.objects.filter(serial_number__in=set(serials) - existing).order_by(
+            "serial_number"
+        )
+    )
+    Binding.objects.bulk_create(
+        [
+            Binding(terminal=t, merchant=merchant, started_at=now - timedelta(days=200))
+            for t in new
+        ]
+    )
+    Transaction.objects.bulk_create(
+        [
+            Transaction(
+                terminal=t,
+                amount=Decimal(f"{(i * 53) % 400 + 20}.80"),
+                occurred_at=now - timedelta(hours=3 + i % 48),
+                settled=False,
+            )
+            for i, t in enumerate(new)
+            if i % 10 == 0
+        ]
+    )
+    return list(Terminal.objects.filter(serial_number__in=serials))
+
+
+def _merchants_as_they_come(now) -> tuple[Merchant, Merchant]:
+    """The micro-merchant and the chain of 300 terminals."""
+    number, name, legal_rep, kind = MICRO_MERCHANT
+    micro = _merchant_of_kind(
+        number, name, legal_rep, kind=Merchant.Kind.MICRO, uscc=None
+    )
+    _bound_terminals(
+        micro, first=MICRO_FIRST_SERIAL, count=2, kind=kind, deposit=None, now=now
+    )
+    number, name, legal_rep, kind = CHAIN_MERCHANT
+    chain = _merchant_of_kind(
+        number,
+        name,
+        legal_rep,
+        kind=Merchant.Kind.ENTERPRISE,
+        uscc=identifiers.make_uscc(number),
+    )
+    _bound_terminals(
+        chain,
+        first=CHAIN_FIRST_SERIAL,
+        count=CHAIN_TERMINALS,
+        kind=kind,
+        deposit=DEMO_DEPOSIT,
+        now=now,
+    )
+    return micro, chain
+
+
+def _case_for(
+    merchant: Merchant, *, salt: str, state: str, reason: str, now, fees=None
+) -> int:
+    """File a demo case for every free terminal of ``merchant``; 1 if created."""
+    if Case.objects.filter(token_salt=salt).exists():
+        return 0
+    User = get_user_model()
+    reviewer = User.objects.get(username="reviewer")
+    terminals = list(
+        Terminal.objects.filter(
+            bindings__merchant=merchant, bindings__ended_at__isnull=True
+        ).exclude(case_links__is_open=True)
+    )
+    if not terminals:
+        return 0
+    case = Case(
+        token_salt=salt,
+        token_hash=hash_secret(token_for_salt(salt)),
+        merchant=merchant,
+        uscc=merchant.uscc or "",
+        legal_rep_name=merchant.legal_rep_name,
+        applicant_name=merchant.legal_rep_name,
+        applicant_is_legal_rep=True,
+        applicant_phone=merchant.contact_phone,
+        applicant_email=merchant.contact_email,
+        reason=reason,
+        language="zh-hans",
+        fees_statement="年服务费按剩余月份折算" if fees is not None else "",
+        fees_amount=fees,
+    )
+    case.__dict__["state"] = state  # demo data is placed directly in its state
+    case.save()
+    accepted = state == CaseState.AWAITING_APPROVAL
+    Case.objects.filter(pk=case.pk).update(
+        reference=f"UB-{timezone.localtime(now):%Y}-{case.pk:06d}",
+        submitted_at=now - timedelta(hours=20),
+        review_due_at=now + timedelta(days=2),
+        assigned_to=reviewer if accepted else None,
+        recommended_by=reviewer if accepted else None,
+    )
+    case.refresh_from_db()
+    CaseTerminal.objects.bulk_create(
+        [CaseTerminal(case=case, terminal=t, is_open=True) for t in terminals]
+    )
+    for kind in case.required_document_kinds():
+        content = _pdf_bytes(kind)
+        Document.objects.create(
+            case=case,
+            kind=kind,
+            file=ContentFile(content, name=f"{kind}.pdf"),
+            original_name=f"{Document.Kind(kind).label}.pdf",
+            size=len(content),
+            sha256="",
+            content_type="application/pdf",
+            review_status=Document.ReviewStatus.ACCEPTED
+            if accepted
+            else Document.ReviewStatus.PENDING,
+            reviewed_by=reviewer if accepted else None,
+            reviewed_at=now if accepted else None,
+        )
+    events.event_record(
+        case=case,
+        type=CaseEvent.Type.FILED,
+        actor="merchant",
+        visible_to_merchant=True,
+        to_state=CaseState.PENDING_VERIFICATION,
+        payload={"terminals": [t.serial_number for t in terminals]},
+    )
+    events.event_record(
+        case=case,
+        type=CaseEvent.Type.TRANSITION,
+        actor=None,
+        visible_to_merchant=True,
+        from_state=CaseState.PENDING_VERIFICATION,
+        to_state=state,
+        transition="seed_demo",
+        note="demo data",
+    )
+    return 1
+
+
 @transaction.atomic
 def demo_seed() -> DemoResult:
     """Create (or find) the demo registry, staff and cases."""
@@ -318,6 +507,24 @@ def demo_seed() -> DemoResult:
     staff = _staff()
     merchants = _registry(now)
     cases = _cases(merchants, now)
+    micro, chain = _merchants_as_they_come(now)
+    # A micro-merchant's request: no USCC, no business licence.
+    cases += _case_for(
+        micro,
+        salt="micro" + "0" * 27,
+        state=CaseState.SUBMITTED,
+        reason="business_change",
+        now=now,
+    )
+    # A chain closing 300 terminals, recommended, with a final statement.
+    cases += _case_for(
+        chain,
+        salt="chain" + "0" * 27,
+        state=CaseState.AWAITING_APPROVAL,
+        reason="business_change",
+        now=now,
+        fees=Decimal("120.00"),
+    )
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),

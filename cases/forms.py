@@ -7,8 +7,10 @@ from crispy_forms.layout import HTML, Div, Fieldset, Layout, Submit
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from cases import serial_upload
 from cases.models import (
     Document,
     Reason,
@@ -131,7 +133,10 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
     uscc = forms.CharField(
         label=_("Unified social credit code (统一社会信用代码)"),
         max_length=24,
-        help_text=_("18 characters, on your business licence."),
+        required=False,
+        help_text=_(
+            "18 characters, on your business licence. A micro-merchant (小微商户) without a licence leaves it empty."
+        ),
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
     legal_rep_name = forms.CharField(
@@ -165,6 +170,23 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
             attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}
         ),
         help_text=_("One per line, as printed on the device label."),
+        # Or a file, below: clean_serial_numbers asks for one of the two.
+        required=False,
+    )
+    serial_numbers_file = forms.FileField(
+        label=_("Or upload the serial numbers (CSV or XLSX)"),
+        required=False,
+        help_text=format_lazy(
+            _(
+                "For chains with many terminals: one serial number per row in the first column; a header row is allowed. Up to {rows} rows."
+            ),
+            rows=f"{serial_upload.MAX_ROWS:,}",
+        ),
+        widget=forms.ClearableFileInput(
+            attrs={
+                "accept": ".csv,.xlsx,text/csv,application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+        ),
     )
     reason = forms.ChoiceField(label=_("Reason for unbinding"), choices=Reason.choices)
     reason_detail = forms.CharField(
@@ -192,7 +214,9 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
 
     business_licence = _file_field(
         _("Business licence copy (营业执照副本)"),
-        _("Always required. A scan or photo of the whole page, PDF, JPEG or PNG."),
+        _(
+            "Required, except for a micro-merchant without a licence. A scan or photo of the whole page, PDF, JPEG or PNG."
+        ),
     )
     legal_rep_id = _file_field(
         _("Legal representative's ID (法人身份证明)"),
@@ -241,6 +265,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
         self.merchant = None
         self.terminals = []
         self.replacement_terminal = None
+        self.serial_sheet: serial_upload.SerialSheet | None = None
         self.helper = FormHelper()
         self.helper.form_tag = True
         self.helper.form_method = "post"
@@ -256,7 +281,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
                 "applicant_phone",
                 "applicant_email",
             ),
-            Fieldset(_("Terminals"), "serial_numbers"),
+            Fieldset(_("Terminals"), "serial_numbers", "serial_numbers_file"),
             Fieldset(
                 _("Reason"),
                 "reason",
@@ -276,6 +301,15 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
             ),
         )
 
+    @property
+    def merchant_kind(self) -> str | None:
+        """The registry's kind of merchant, once the identity matched; else None.
+
+        Only known after the merchant number, USCC and legal representative
+        matched, so the page never tells a stranger what kind a merchant is.
+        """
+        return self.merchant.kind if self.merchant is not None else None
+
     # --- field cleaning ------------------------------------------------------
 
     def clean_submission_key(self) -> str:
@@ -289,7 +323,9 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
 
     def clean_uscc(self) -> str:
         value = validators.normalise_code(self.cleaned_data["uscc"])
-        validators.validate_uscc(value)
+        if value:
+            # Empty is for micro-merchants; intake_check decides by the registry.
+            validators.validate_uscc(value)
         return value
 
     def clean_legal_rep_name(self) -> str:
@@ -304,6 +340,18 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
         return value
 
     def clean_serial_numbers(self) -> list[str]:
+        typed = (self.cleaned_data["serial_numbers"] or "").strip()
+        if self.files.get(self.add_prefix("serial_numbers_file")):
+            if typed:
+                raise ValidationError(
+                    _("Type the serial numbers or upload a file of them, not both.")
+                )
+            return []  # clean_serial_numbers_file puts the file's here
+        if not typed:
+            raise ValidationError(
+                self.fields["serial_numbers"].error_messages["required"],
+                code="required",
+            )
         serials = parse_serial_numbers(self.cleaned_data["serial_numbers"])
         if not serials:
             raise ValidationError(_("Enter at least one serial number."))
@@ -324,6 +372,15 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
                 % {"serials": ", ".join(bad)}
             )
         return serials
+
+    def clean_serial_numbers_file(self):
+        uploaded = self.cleaned_data.get("serial_numbers_file")
+        if not uploaded:
+            return None
+        self.serial_sheet = serial_upload.serial_sheet_read(uploaded)
+        if "serial_numbers" in self.cleaned_data:
+            self.cleaned_data["serial_numbers"] = self.serial_sheet.serials
+        return uploaded
 
     def clean_replacement_serial_number(self) -> str:
         value = validators.normalise_serial_number(
@@ -366,7 +423,14 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
                 replacement_serial_number=cleaned.get("replacement_serial_number", ""),
             )
         except intake.IntakeRejected as exc:
-            for field, messages in exc.errors.items():
+            errors = dict(exc.errors)
+            if self.serial_sheet is not None and exc.serial_problems:
+                # An uploaded file: report each refused serial by its line.
+                errors.pop("serial_numbers", None)
+                errors["serial_numbers_file"] = serial_upload.line_errors(
+                    exc.serial_problems, sheet=self.serial_sheet
+                )
+            for field, messages in errors.items():
                 for message in messages:
                     self.add_error(field, message)
             return cleaned
@@ -378,6 +442,8 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
             close_account=cleaned.get("close_account", False),
             replacement=self.replacement_terminal is not None,
             applicant_is_legal_rep=cleaned.get("applicant_is_legal_rep", False),
+            # The registry's kind, never what the form claims.
+            merchant_kind=self.merchant.kind,
         )
         for field in FILE_FIELDS:
             if not cleaned.get(field) and FILE_FIELDS[field] in required:

@@ -275,6 +275,15 @@ class Case(models.Model):
         blank=True,
         help_text=_("Any fees the unbinding will cost (可能产生的费用)."),
     )
+    # The amount of those fees, owed by the merchant: a line of the final
+    # statement (cases.statements); empty until staff state one.
+    fees_amount = models.DecimalField(
+        _("fees amount (CNY)"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
     decision_note = models.TextField(_("decision note"), blank=True)
 
     # Execution.
@@ -354,6 +363,12 @@ class Case(models.Model):
                 name="case_waiting_due",
             ),
         ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(fees_amount__isnull=True) | Q(fees_amount__gte=0),
+                name="case_fees_amount_not_negative",
+            ),
+        ]
         permissions = [
             ("review_case", _("Can review cases")),
             ("approve_case", _("Can approve cases")),
@@ -397,6 +412,7 @@ class Case(models.Model):
             close_account=self.close_account,
             replacement=self.replacement_terminal_id is not None,
             applicant_is_legal_rep=self.applicant_is_legal_rep,
+            merchant_kind=self.merchant.kind,
         )
 
     def required_documents_accepted(self) -> bool:
@@ -517,14 +533,21 @@ class Case(models.Model):
 
 
 def required_document_kinds(
-    *, close_account: bool, replacement: bool, applicant_is_legal_rep: bool
+    *,
+    close_account: bool,
+    replacement: bool,
+    applicant_is_legal_rep: bool,
+    merchant_kind: str = Merchant.Kind.ENTERPRISE,
 ) -> list[str]:
-    """Return the document kinds a request needs for the chosen options (DOMAIN.md)."""
-    kinds = [
-        Document.Kind.BUSINESS_LICENCE,
-        Document.Kind.LEGAL_REP_ID,
-        Document.Kind.DEVICE_EVIDENCE,
-    ]
+    """Return the document kinds a request needs for the chosen options (DOMAIN.md).
+
+    ``merchant_kind`` is the registry's kind, never what a form claims: a
+    micro-merchant (小微商户) has no business licence, only the owner's ID.
+    """
+    kinds = []
+    if merchant_kind != Merchant.Kind.MICRO:
+        kinds.append(Document.Kind.BUSINESS_LICENCE)
+    kinds += [Document.Kind.LEGAL_REP_ID, Document.Kind.DEVICE_EVIDENCE]
     if close_account:
         kinds += [Document.Kind.CONTRACT, Document.Kind.BANK_STATEMENT]
     if replacement:

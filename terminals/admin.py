@@ -119,6 +119,7 @@ class MerchantAdmin(admin.ModelAdmin):
     list_display = (
         "merchant_id",
         "name",
+        "kind",
         "uscc",
         "legal_rep_name",
         "masked_legal_rep_id_number",
@@ -126,11 +127,14 @@ class MerchantAdmin(admin.ModelAdmin):
         "active_terminal_count",
         "status",
     )
-    list_filter = ("status",)
+    list_filter = ("kind", "status")
     search_fields = ("^merchant_id", "name", "^uscc")
     readonly_fields = ("status", "closed_at", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("merchant_id", "uscc", "name", "status", "closed_at")}),
+        (
+            None,
+            {"fields": ("merchant_id", "kind", "uscc", "name", "status", "closed_at")},
+        ),
         (
             _("Legal representative"),
             {"fields": ("legal_rep_name", "legal_rep_id_number")},
@@ -202,6 +206,7 @@ class TerminalAdmin(SerialSearchMixin, admin.ModelAdmin):
         "model",
         "kind",
         "status",
+        "deposit",
         "bound_merchant",
     )
     list_filter = ("status", "kind")

@@ -59,7 +59,9 @@ MERCHANT_FIELDS = (
     "contact_email",
     "contact_phone",
 )
-MERCHANT_OPTIONAL_FIELDS = ("settlement_card_number",)
+# Optional: absent means "keep what the registry holds" (a new merchant gets
+# the model default, ``enterprise`` for ``kind``).
+MERCHANT_OPTIONAL_FIELDS = ("settlement_card_number", "kind")
 # Identifiers a person may type with spaces or dashes; stored without them.
 MERCHANT_CODE_FIELDS = {
     "merchant_id",
@@ -69,7 +71,9 @@ MERCHANT_CODE_FIELDS = {
     "settlement_card_number",
 }
 TERMINAL_FIELDS = ("serial_number", "terminal_id", "model", "kind", "merchant_id")
-TERMINAL_UPDATABLE_FIELDS = ("terminal_id", "model", "kind")
+# Optional; absent keeps the stored value, null means "no deposit".
+TERMINAL_OPTIONAL_FIELDS = ("deposit",)
+TERMINAL_UPDATABLE_FIELDS = ("terminal_id", "model", "kind", "deposit")
 TRANSACTION_FIELDS = ("serial_number", "amount", "occurred_at", "settled")
 
 
@@ -230,6 +234,11 @@ def _parse_merchants(records: list) -> dict[str, _MerchantRow]:
         for name in (*MERCHANT_FIELDS, *MERCHANT_OPTIONAL_FIELDS):
             if name not in record:
                 continue
+            if name == "uscc" and record[name] in (None, ""):
+                # Only a micro-merchant may have none: checked once the kind
+                # is known (_check_uscc_kind).
+                values[name] = None
+                continue
             value = _text(record, name, section=section, index=index)
             if name == "contact_phone":
                 value = normalise_mobile(value)
@@ -245,6 +254,11 @@ def _parse_merchants(records: list) -> dict[str, _MerchantRow]:
                 index=index,
                 field="merchant_id",
             )
+        if values["uscc"] is None:
+            if "kind" in values:
+                _check_uscc_kind(values["kind"], None, section=section, index=index)
+            rows[merchant_id] = _MerchantRow(index=index, values=values)
+            continue
         if values["uscc"] in uscc_seen:
             raise RegistryImportError(
                 _("this unified social credit code already appears in record %(other)d")
@@ -258,13 +272,61 @@ def _parse_merchants(records: list) -> dict[str, _MerchantRow]:
     return rows
 
 
+def _check_uscc_kind(kind: str, uscc: str | None, *, section: str, index: int) -> None:
+    """Refuse a merchant without a USCC unless it is a micro-merchant."""
+    if uscc is None and kind != Merchant.Kind.MICRO:
+        raise RegistryImportError(
+            _(
+                'only a micro-merchant (kind "micro") may have no unified social '
+                "credit code"
+            ),
+            section=section,
+            index=index,
+            field="uscc",
+        )
+
+
+def _parse_deposit(record: dict, *, section: str, index: int) -> Decimal | None:
+    """Read the optional deposit: a decimal string or a whole number, never a float."""
+    raw = record["deposit"]
+    if raw is None:
+        return None
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        # A JSON float would lose cents (299.1 is not 299.10 exactly).
+        raise RegistryImportError(
+            _('write the deposit as a string, e.g. "299.00"'),
+            section=section,
+            index=index,
+            field="deposit",
+        )
+    deposit = _clean(
+        Terminal, "deposit", str(raw).strip(), section=section, index=index
+    )
+    if deposit is None:
+        return None
+    if not deposit.is_finite() or deposit < 0:
+        raise RegistryImportError(
+            _("the deposit cannot be negative"),
+            section=section,
+            index=index,
+            field="deposit",
+        )
+    return deposit.quantize(CENT)
+
+
 def _parse_terminals(records: list) -> dict[str, _TerminalRow]:
     section = "terminals"
     rows: dict[str, _TerminalRow] = {}
     tid_seen: dict[str, int] = {}
     valid_merchant_ids: set[str] = set()
     for index, record in enumerate(records):
-        _check_keys(record, section=section, index=index, required=TERMINAL_FIELDS)
+        _check_keys(
+            record,
+            section=section,
+            index=index,
+            required=TERMINAL_FIELDS,
+            optional=TERMINAL_OPTIONAL_FIELDS,
+        )
         serial = normalise_serial_number(
             _text(record, "serial_number", section=section, index=index)
         )
@@ -296,6 +358,8 @@ def _parse_terminals(records: list) -> dict[str, _TerminalRow]:
                 index=index,
             ),
         }
+        if "deposit" in record:
+            values["deposit"] = _parse_deposit(record, section=section, index=index)
         merchant_id = None
         if record["merchant_id"] is not None:
             merchant_id = normalise_code(
@@ -514,7 +578,11 @@ def _import(
         _fetch(
             Merchant,
             "uscc",
-            [row.values["uscc"] for row in merchant_rows.values()],
+            [
+                row.values["uscc"]
+                for row in merchant_rows.values()
+                if row.values["uscc"]
+            ],
             fields=("uscc", "merchant_id"),
         )
     )
@@ -535,10 +603,17 @@ def _import(
                     field="uscc",
                 )
         found = existing_merchants.get(merchant_id)
+        current = dict(zip(value_fields, found[1:-1], strict=True)) if found else {}
+        if row.values["uscc"] is None and "kind" not in row.values:
+            _check_uscc_kind(
+                current.get("kind", Merchant.Kind.ENTERPRISE),
+                None,
+                section="merchants",
+                index=row.index,
+            )
         if found is None:
             merchants_to_create.append(Merchant(**row.values))
             continue
-        current = dict(zip(value_fields, found[1:-1], strict=True))
         changed = [name for name, value in row.values.items() if current[name] != value]
         if changed:
             merchant = Merchant(pk=found[0], **{**current, **row.values})
@@ -653,7 +728,7 @@ def _import(
         changed = [
             name
             for name in TERMINAL_UPDATABLE_FIELDS
-            if current[name] != row.values[name]
+            if name in row.values and current[name] != row.values[name]
         ]
         if row.merchant_id is not None:
             if bound_to is None:
@@ -664,7 +739,7 @@ def _import(
                 status = Terminal.Status.ACTIVE
                 changed.append("status")
         if changed:
-            terminal = Terminal(pk=found[0], status=status, **row.values)
+            terminal = Terminal(pk=found[0], status=status, **{**current, **row.values})
             terminal.updated_at = now
             terminal_update_fields.update(changed)
             terminals_to_update.append(terminal)

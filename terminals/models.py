@@ -11,6 +11,15 @@ from terminals.masking import mask_card_number, mask_id_number
 
 
 class Merchant(models.Model):
+    class Kind(models.TextChoices):
+        # A company (企业): business licence and unified social credit code.
+        ENTERPRISE = "enterprise", _("Enterprise (企业)")
+        # An individual business (个体工商户): also licensed, also has a USCC.
+        INDIVIDUAL = "individual", _("Individual business (个体工商户)")
+        # A micro-merchant (小微商户): no licence, only the owner's ID; the
+        # USCC may be unknown.
+        MICRO = "micro", _("Micro-merchant (小微商户)")
+
     class Status(models.TextChoices):
         # Trading normally; terminals can be bound to it.
         ACTIVE = "active", _("Active")
@@ -24,10 +33,20 @@ class Merchant(models.Model):
         validators=[validators.validate_merchant_id],
         help_text=_("商户号: 15 digits."),
     )
+    kind = models.CharField(
+        _("kind of merchant"),
+        max_length=16,
+        choices=Kind.choices,
+        default=Kind.ENTERPRISE,
+        help_text=_("Decides which documents a request needs."),
+    )
     uscc = models.CharField(
         _("unified social credit code"),
         max_length=18,
         unique=True,
+        # Only a micro-merchant may have none (constraint below).
+        null=True,
+        blank=True,
         validators=[validators.validate_uscc],
         help_text=_("统一社会信用代码: 18 characters with a check character."),
     )
@@ -61,6 +80,18 @@ class Merchant(models.Model):
         verbose_name = _("merchant")
         verbose_name_plural = _("merchants")
         ordering = ["merchant_id"]
+        constraints = [
+            # Enterprises and individual businesses are licensed and always
+            # have a USCC; "no code" is NULL, never "" (which unique would clash on).
+            models.CheckConstraint(
+                condition=Q(uscc__isnull=True, kind="micro")
+                | (Q(uscc__isnull=False) & ~Q(uscc="")),
+                name="merchant_uscc_unless_micro",
+                violation_error_message=_(
+                    "Only a micro-merchant may have no unified social credit code."
+                ),
+            ),
+        ]
         indexes = [
             # Prefix search on the name (LIKE '北京%') uses an index under any
             # collation on PostgreSQL; elsewhere it is an ordinary index.
@@ -73,6 +104,10 @@ class Merchant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.merchant_id} {self.name}"
+
+    @property
+    def is_micro(self) -> bool:
+        return self.kind == self.Kind.MICRO
 
     @property
     def masked_legal_rep_id_number(self) -> str:
@@ -118,6 +153,16 @@ class Terminal(models.Model):
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.IN_STOCK
     )
+    deposit = models.DecimalField(
+        _("deposit (CNY)"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=_(
+            "Refundable deposit (押金) the merchant paid for the device; empty if none."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -125,6 +170,12 @@ class Terminal(models.Model):
         verbose_name = _("terminal")
         verbose_name_plural = _("terminals")
         ordering = ["serial_number"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(deposit__isnull=True) | Q(deposit__gte=0),
+                name="terminal_deposit_not_negative",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.serial_number

@@ -84,7 +84,7 @@ class CaseFactory(DjangoModelFactory):
     token_hash = factory.LazyAttribute(
         lambda o: hash_secret(token_for_salt(o.token_salt))
     )
-    uscc = factory.LazyAttribute(lambda o: o.merchant.uscc)
+    uscc = factory.LazyAttribute(lambda o: o.merchant.uscc or "")
     legal_rep_name = factory.LazyAttribute(lambda o: o.merchant.legal_rep_name)
     applicant_name = factory.LazyAttribute(lambda o: o.merchant.legal_rep_name)
     applicant_is_legal_rep = True

@@ -60,11 +60,18 @@ def _now() -> datetime:
 
 
 class IntakeRejected(Exception):
-    """The request does not match the registry; ``errors`` maps form fields to messages."""
+    """The request does not match the registry; ``errors`` maps form fields to messages.
 
-    def __init__(self, errors: dict[str, list]):
+    ``serial_problems`` maps each refused serial number to why (``not_bound``,
+    ``busy``), for a per-line report of an uploaded file.
+    """
+
+    def __init__(
+        self, errors: dict[str, list], serial_problems: dict[str, str] | None = None
+    ):
         super().__init__(errors)
         self.errors = errors
+        self.serial_problems = serial_problems or {}
 
 
 @dataclass
@@ -96,6 +103,13 @@ class CaseFiling:
     uploads: list[tuple[str, CleanUpload]] = field(default_factory=list)
 
 
+def _same_uscc(merchant: Merchant, uscc: str) -> bool:
+    """Match the typed USCC; only a micro-merchant (registry kind) may leave it out."""
+    if not uscc:
+        return merchant.kind == Merchant.Kind.MICRO
+    return (merchant.uscc or "") == uscc
+
+
 def _same_name(a: str, b: str) -> bool:
     return "".join(a.split()).casefold() == "".join(b.split()).casefold()
 
@@ -112,9 +126,14 @@ def intake_check(
     """Check a request against the registry; raise IntakeRejected with form errors.
 
     Messages never say whom a terminal belongs to when it is not this merchant's.
+    An empty ``uscc`` matches only a micro-merchant, by the registry's kind.
     """
-    merchant = Merchant.objects.filter(merchant_id=merchant_id, uscc=uscc).first()
-    if merchant is None or not _same_name(merchant.legal_rep_name, legal_rep_name):
+    merchant = Merchant.objects.filter(merchant_id=merchant_id).first()
+    if (
+        merchant is None
+        or not _same_uscc(merchant, uscc)
+        or not _same_name(merchant.legal_rep_name, legal_rep_name)
+    ):
         raise IntakeRejected(
             {
                 None: [
@@ -198,7 +217,9 @@ def intake_check(
                 )
             )
     if errors:
-        raise IntakeRejected(errors)
+        problems = dict.fromkeys(busy, "busy")
+        problems.update((serial, "not_bound") for serial in missing)
+        raise IntakeRejected(errors, serial_problems=problems)
     return IntakeFound(
         merchant=merchant, terminals=terminals, replacement_terminal=replacement
     )

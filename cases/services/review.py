@@ -25,6 +25,8 @@ Rules on top of the fsm ``permission=`` of ``cases.models`` (written down in
   staff-only: that event is hidden from the merchant.
 """
 
+from decimal import Decimal
+
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -393,10 +395,13 @@ def document_review(
 # --- fees ------------------------------------------------------------------------
 
 
-def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
+def case_fees_statement_set(
+    *, case_id: int, actor, text: str, amount: Decimal | None = None
+) -> Case:
     """State the fees the unbinding will cost; shown to the merchant.
 
-    Only the assignee, while the case is in review.
+    ``amount`` (CNY, owed by the merchant) becomes a line of the final
+    statement. Only the assignee, while the case is in review.
     """
     text = (text or "").strip()
     _refuse_auditor(actor)
@@ -410,16 +415,22 @@ def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
                 % {"state": case.get_state_display()}
             )
         _refuse_unless_assignee(case, actor)
-        if case.fees_statement == text:
+        if amount is not None and amount < 0:
+            raise CaseActionError(_("A fees amount cannot be negative."))
+        if case.fees_statement == text and case.fees_amount == amount:
             return case
         case.fees_statement = text
-        case.save(update_fields=["fees_statement", "updated_at"])
+        case.fees_amount = amount
+        case.save(update_fields=["fees_statement", "fees_amount", "updated_at"])
         events.event_record(
             case=case,
             type=CaseEvent.Type.MESSAGE,
             actor=actor,
             note=text,
-            payload={"fees_statement": True},
+            payload={
+                "fees_statement": True,
+                "fees_amount": None if amount is None else str(amount),
+            },
             visible_to_merchant=True,
         )
     return case

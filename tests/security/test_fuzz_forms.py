@@ -83,7 +83,7 @@ TEXT_FIELDS = [
 FILE_FIELDS = [
     "business_licence", "legal_rep_id", "device_evidence", "contract",
     "bank_statement", "replacement_documents", "authorisation_letter",
-    "other_documents",
+    "other_documents", "serial_numbers_file",
 ]  # fmt: skip
 FUZZ = settings(
     max_examples=40,

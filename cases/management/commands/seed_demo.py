@@ -28,3 +28,7 @@ class Command(BaseCommand):
             "Demo merchant for the request form: merchant number 898000000000001, "
             "USCC 91110000000000001H, legal representative 张伟, terminal SN0000000003."
         )
+        self.stdout.write(
+            "Micro-merchant (no USCC, no licence): merchant number 898000000000009, "
+            "legal representative 马强. Chain of 300 terminals: 898000000000010."
+        )

@@ -1,0 +1,53 @@
+"""seed_demo shows the merchants as they come: a micro-merchant and a chain."""
+
+from decimal import Decimal
+from http import HTTPStatus
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from cases.models import Case, CaseState, Document
+from terminals.models import Merchant, Terminal
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_has_a_micro_merchant_and_a_chain_of_300(client, admin_client):
+    # when the demo is loaded twice
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+    counts = (Merchant.objects.count(), Terminal.objects.count(), Case.objects.count())
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then it is idempotent
+    assert (
+        Merchant.objects.count(),
+        Terminal.objects.count(),
+        Case.objects.count(),
+    ) == counts
+
+    # and a micro-merchant without USCC filed without a licence
+    micro = Merchant.objects.get(kind=Merchant.Kind.MICRO)
+    assert micro.uscc is None
+    micro_case = Case.objects.get(merchant=micro)
+    assert not micro_case.documents.filter(kind=Document.Kind.BUSINESS_LICENCE).exists()
+
+    # and a chain's case of 300 terminals with deposits awaits approval
+    chain_case = Case.objects.get(merchant__name__startswith="好邻居")
+    assert chain_case.state == CaseState.AWAITING_APPROVAL
+    assert chain_case.case_terminals.count() == 300
+    assert set(
+        Terminal.objects.filter(case_links__case=chain_case).values_list(
+            "deposit", flat=True
+        )
+    ) == {Decimal("299.00")}
+
+    # and its pages render
+    page = client.get(chain_case.get_tracking_path())
+    assert page.status_code == HTTPStatus.OK
+    assert 'data-amount="299.00"' in page.content.decode()
+    staff_page = admin_client.get(
+        reverse("admin:cases_case_change", args=[chain_case.pk])
+    )
+    assert staff_page.status_code == HTTPStatus.OK
