@@ -19,7 +19,8 @@ from cases.models import CaseEvent, CaseState
 from cases.services import intake
 from cases.services.common import CaseActionError
 from cases.uploads import limit_upload_size
-from config.throttling import client_ip, throttle
+from config.client_address import client_address
+from config.throttling import throttle
 
 
 def _merchant_key(request: HttpRequest, kwargs: dict) -> list[str]:
@@ -67,7 +68,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 close_account=data["close_account"],
                 replacement_terminal=form.replacement_terminal,
                 language=translation.get_language() or "zh-hans",
-                client_ip=client_ip(request),
+                client_ip=client_address(request),
                 submission_key=data["submission_key"],
                 uploads=form.uploads,
             )
@@ -112,7 +113,7 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
         result = intake.case_verify(
             case_id=case.pk,
             code=form.cleaned_data["code"],
-            client_ip=client_ip(request),
+            client_ip=client_address(request),
         )
         if result in (
             intake.VerificationResult.OK,
@@ -162,7 +163,9 @@ def _max_attempts() -> int:
 def request_resend(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     try:
-        sent = intake.case_resend_code(case_id=case.pk, client_ip=client_ip(request))
+        sent = intake.case_resend_code(
+            case_id=case.pk, client_ip=client_address(request)
+        )
     except CaseActionError as exc:
         messages.info(request, exc.message)
         return redirect("cases:detail", token=token)
@@ -229,7 +232,7 @@ def request_respond(request: HttpRequest, token: str) -> HttpResponse:
                 case_id=case.pk,
                 message=form.cleaned_data["message"],
                 uploads=form.uploads,
-                client_ip=client_ip(request),
+                client_ip=client_address(request),
             )
         except CaseActionError as exc:
             messages.error(request, exc.message)
@@ -251,7 +254,7 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
             request, "cases/withdraw_confirm.html", {"case": case, "token": token}
         )
     try:
-        intake.case_withdraw(case_id=case.pk, client_ip=client_ip(request))
+        intake.case_withdraw(case_id=case.pk, client_ip=client_address(request))
     except CaseActionError as exc:
         messages.error(request, exc.message)
     else:

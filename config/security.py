@@ -151,15 +151,6 @@ def check_shared_cache(app_configs, **kwargs) -> list[checks.CheckMessage]:
     return []
 
 
-def axes_client_ip(request) -> str | None:
-    """Return the address the lockout is keyed by: REMOTE_ADDR, as the throttles.
-
-    None (not a placeholder) when there is none, since axes stores it in an
-    IP address column that PostgreSQL validates.
-    """
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def lockout_response(request, original_response=None, credentials=None) -> HttpResponse:
     """Render the lockout page (429) with the limit and the lock's length."""
     from django.contrib import admin

@@ -4,6 +4,7 @@ Every variable has a safe local default: SQLite, tasks run in-process,
 e-mail printed to the console. See README.md for the full list.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +33,13 @@ ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Reverse proxies (addresses or CIDR networks, comma-separated) whose
+# X-Forwarded-For is believed for the client address (config.client_address).
+# Empty: trust none, the client is REMOTE_ADDR and the header is ignored.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    ipaddress.ip_network(_proxy, strict=False)  # a typo fails at start-up
 
 INSTALLED_APPS = [
     # django.contrib.admin with the staff login (verification code, lockout).
@@ -141,7 +149,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "axes/lockout.html"
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "config.security.axes_client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.client_address.client_address"
 # Two-factor for staff (django-otp, TOTP). Anyone with a confirmed device
 # enters its code at login; with STAFF_OTP_REQUIRED=1 members of these groups
 # cannot sign in without one. Off by default so the demo logins work.
