@@ -270,6 +270,9 @@ THROTTLE_RATES = {
     "tracking": env("THROTTLE_TRACKING", default="60/60"),
 }
 THROTTLE_ENABLED = env.bool("THROTTLE_ENABLED", default=True)
+# /healthz/ reuses its probe result this long (per process), so a burst of
+# checks during a broker outage costs one 5 s probe per window, not one each.
+HEALTHZ_CACHE_SECONDS = env.float("HEALTHZ_CACHE_SECONDS", default=5.0)
 
 # ------------------------------------------------------------------------------
 # Celery: eager (in-process) unless CELERY_BROKER_URL is set
