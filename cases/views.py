@@ -266,11 +266,14 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET"])
+@require_http_methods(["GET", "POST"])
 @throttle("tracking")
 def request_track(request: HttpRequest) -> HttpResponse:
-    form = TrackForm(request.GET or None)
-    if request.GET and form.is_valid():
+    # POST, so that the pasted token never sits in a URL query (access logs,
+    # browser history, Referer). A GET's query is ignored.
+    form = TrackForm(request.POST if request.method == "POST" else None)
+    form.helper.form_method = "post"
+    if request.method == "POST" and form.is_valid():
         case = intake.case_get_by_token(token=form.cleaned_data["link"])
         if case is not None:
             return redirect("cases:detail", token=form.cleaned_data["link"])
