@@ -126,11 +126,18 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        try:
+            self._wait_until_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if requests.get(f"{self.base}/healthz/", timeout=5).ok:
-                    break
+                    return
             except requests.RequestException:
                 pass
             assert self.process.poll() is None, self.output()
