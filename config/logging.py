@@ -17,11 +17,6 @@ def redact(text: str) -> str:
     return _TOKEN_QUERY.sub(r"\1[token]", _TOKEN_PATH.sub(r"\1[token]", text))
 
 
-def token_in_path(path: str) -> bool:
-    """Tell whether a request path carries a tracking token."""
-    return bool(_TOKEN_PATH.search(path))
-
-
 class RedactTrackingTokens(logging.Filter):
     """Replace tracking tokens in request paths with ``[token]``."""
 
@@ -58,21 +53,3 @@ class _RedactedRequest:
 
     def __repr__(self) -> str:
         return redact(repr(self._request))
-
-
-class NoReferrerOnTokenPages:
-    """Send ``Referrer-Policy: no-referrer`` from every page whose URL holds a token.
-
-    The site-wide policy is same-origin, so the tracking page's own requests
-    (style sheets, the next page) would carry its URL, token included, in the
-    Referer header to this server's access log and to any proxy in between.
-    """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        response = self.get_response(request)
-        if token_in_path(request.path):
-            response.headers["Referrer-Policy"] = "no-referrer"
-        return response

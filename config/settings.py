@@ -75,7 +75,6 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "config.logging.NoReferrerOnTokenPages",
     # Last, so that it sees the outcome of the login view (lockout page).
     "axes.middleware.AxesMiddleware",
 ]
@@ -368,6 +367,10 @@ LANGUAGE_COOKIE_SECURE = SESSION_COOKIE_SECURE
 LANGUAGE_COOKIE_HTTPONLY = True
 LANGUAGE_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# same-origin, not no-referrer: the tracking URL (token) never leaves the site
+# in a Referer, and the Referer this server receives is redacted in its logs.
+# no-referrer would make browsers send "Origin: null" with the token pages'
+# forms, which Django's CSRF check refuses.
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CONTENT_SECURITY_POLICY = {
