@@ -35,7 +35,7 @@ migrate: install
 ## unless DATABASE_URL / CELERY_BROKER_URL / EMAIL_URL say otherwise).
 run: export DEBUG ?= 1
 run: install messages migrate
-	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py seed_demo --port $(PORT)
 	@if [ -n "$$DATABASE_URL" ] && [ -n "$$CELERY_BROKER_URL" ]; then \
 		PORT=$(PORT) $(BIN)/honcho start -f Procfile.dev; \
 	else \

@@ -57,6 +57,7 @@ from cases.services.review import (
     is_case_staff,
     missing_for_recommendation,
 )
+from config.client_address import client_address
 from terminals.masking import mask_email, mask_id_number, mask_phone
 
 TRANSITION_LABELS = {
@@ -112,10 +113,6 @@ TRANSITION_STYLES = {
     "request_info": "default",
     "send_back": "default",
 }
-
-
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def _refused(request: HttpRequest, *, message, case: Case | None = None):
@@ -734,7 +731,7 @@ class CaseAdmin(admin.ModelAdmin):
                         name=name,
                         actor=request.user,
                         note=form.cleaned_data["note"],
-                        client_ip=_client_ip(request),
+                        client_ip=client_address(request),
                     )
                 except PermissionDenied as exc:
                     return _refused(request, message=_message_of(exc), case=case)

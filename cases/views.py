@@ -26,7 +26,8 @@ from cases.models import (
 from cases.services import intake
 from cases.services.common import CaseActionError
 from cases.uploads import limit_upload_size
-from config.throttling import client_ip, throttle
+from config.client_address import client_address
+from config.throttling import throttle
 
 
 def _merchant_key(request: HttpRequest, kwargs: dict) -> list[str]:
@@ -97,7 +98,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 close_account=data["close_account"],
                 replacement_terminal=form.replacement_terminal,
                 language=translation.get_language() or "zh-hans",
-                client_ip=client_ip(request),
+                client_ip=client_address(request),
                 submission_key=submission_key,
                 uploads=form.uploads,
             )
@@ -154,7 +155,7 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
         result = intake.case_verify(
             case_id=case.pk,
             code=form.cleaned_data["code"],
-            client_ip=client_ip(request),
+            client_ip=client_address(request),
         )
         if result in (
             intake.VerificationResult.OK,
@@ -208,7 +209,9 @@ def _max_attempts() -> int:
 def request_resend(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     try:
-        sent = intake.case_resend_code(case_id=case.pk, client_ip=client_ip(request))
+        sent = intake.case_resend_code(
+            case_id=case.pk, client_ip=client_address(request)
+        )
     except CaseActionError as exc:
         messages.info(request, exc.message)
         return redirect("cases:detail", token=token)
@@ -275,7 +278,7 @@ def request_respond(request: HttpRequest, token: str) -> HttpResponse:
                 case_id=case.pk,
                 message=form.cleaned_data["message"],
                 uploads=form.uploads,
-                client_ip=client_ip(request),
+                client_ip=client_address(request),
             )
         except CaseActionError as exc:
             messages.error(request, exc.message)
@@ -297,7 +300,7 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
             request, "cases/withdraw_confirm.html", {"case": case, "token": token}
         )
     try:
-        intake.case_withdraw(case_id=case.pk, client_ip=client_ip(request))
+        intake.case_withdraw(case_id=case.pk, client_ip=client_address(request))
     except CaseActionError as exc:
         messages.error(request, exc.message)
     else:
@@ -309,11 +312,14 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET"])
+@require_http_methods(["GET", "POST"])
 @throttle("tracking")
 def request_track(request: HttpRequest) -> HttpResponse:
-    form = TrackForm(request.GET or None)
-    if request.GET and form.is_valid():
+    # POST, so that the pasted token never sits in a URL query (access logs,
+    # browser history, Referer). A GET's query is ignored.
+    form = TrackForm(request.POST if request.method == "POST" else None)
+    form.helper.form_method = "post"
+    if request.method == "POST" and form.is_valid():
         case = intake.case_get_by_token(token=form.cleaned_data["link"])
         if case is not None:
             return redirect("cases:detail", token=form.cleaned_data["link"])

@@ -3,24 +3,33 @@
 import logging
 import re
 
-# /requests/<token>/... — the tracking token opens a case; never log it.
-_TOKEN_PATH = re.compile(r"(/requests/)(?!new/|track/)[A-Za-z0-9_-]{16,}")
+# /requests/<token>/... — the tracking token opens a case; never log it. Also
+# URL-encoded (a tracking link inside another URL's query or a Referer).
+_TOKEN_PATH = re.compile(
+    r"(/requests/|%2Frequests%2F)(?!new/|track/)[A-Za-z0-9_-]{16,}", re.IGNORECASE
+)
+# ?link=<token or tracking link>: the old GET form of /requests/track/.
+_TOKEN_QUERY = re.compile(r"([?&]link=)[^&\s\"']+")
 
 
 def redact(text: str) -> str:
-    return _TOKEN_PATH.sub(r"\1[token]", text)
+    """Replace tracking tokens in ``text`` (paths, links, queries) with ``[token]``."""
+    return _TOKEN_QUERY.sub(r"\1[token]", _TOKEN_PATH.sub(r"\1[token]", text))
 
 
 class RedactTrackingTokens(logging.Filter):
     """Replace tracking tokens in request paths with ``[token]``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = (
-                tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-                if isinstance(record.args, tuple)
-                else record.args
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact(a) if isinstance(a, str) else a for a in record.args
             )
+        elif isinstance(record.args, dict):
+            # In place: the mapping may be a dict subclass (gunicorn's atoms).
+            for key, value in list(record.args.items()):
+                if isinstance(value, str):
+                    record.args[key] = redact(value)
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         request = getattr(record, "request", None)

@@ -151,13 +151,53 @@ def check_shared_cache(app_configs, **kwargs) -> list[checks.CheckMessage]:
     return []
 
 
-def axes_client_ip(request) -> str | None:
-    """Return the address the lockout is keyed by: REMOTE_ADDR, as the throttles.
+CONSOLE_EMAIL_BACKENDS = (
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.dummy.EmailBackend",
+    "django.core.mail.backends.locmem.EmailBackend",
+)
 
-    None (not a placeholder) when there is none, since axes stores it in an
-    IP address column that PostgreSQL validates.
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_email_backend(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Refuse a production deployment whose e-mail goes nowhere.
+
+    Verification codes are e-mailed: with the console backend (the default
+    when EMAIL_URL is unset) no merchant could ever file a request.
     """
-    return request.META.get("REMOTE_ADDR") or None
+    if settings.DEBUG or settings.EMAIL_BACKEND not in CONSOLE_EMAIL_BACKENDS:
+        return []
+    return [
+        checks.Error(
+            "E-mail is printed to the console (or dropped) with DEBUG off, so "
+            "verification codes and notices never reach anyone.",
+            hint="Set EMAIL_URL, e.g. smtp://user:pass@mail.example.com:587/?tls=True.",
+            id="config.E001",
+        )
+    ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_forwarded_proto(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Warn when X-Forwarded-Proto is trusted without a named proxy.
+
+    The header makes Django treat a request as HTTPS (secure cookies, no
+    redirect); it is only trustworthy from a proxy that sets it, and the
+    deployment that says it has one should also say which (TRUSTED_PROXIES).
+    """
+    if settings.DEBUG or not settings.SECURE_PROXY_SSL_HEADER:
+        return []
+    if settings.TRUSTED_PROXIES:
+        return []
+    return [
+        checks.Warning(
+            "X-Forwarded-Proto is trusted (TRUST_X_FORWARDED_PROTO) but no proxy "
+            "is named in TRUSTED_PROXIES.",
+            hint="Set TRUSTED_PROXIES to the TLS proxy's address, or turn "
+            "TRUST_X_FORWARDED_PROTO off when clients connect directly.",
+            id="config.W002",
+        )
+    ]
 
 
 def lockout_response(request, original_response=None, credentials=None) -> HttpResponse:

@@ -4,6 +4,7 @@ Every variable has a safe local default: SQLite, tasks run in-process,
 e-mail printed to the console. See README.md for the full list.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +33,13 @@ ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Reverse proxies (addresses or CIDR networks, comma-separated) whose
+# X-Forwarded-For is believed for the client address (config.client_address).
+# Empty: trust none, the client is REMOTE_ADDR and the header is ignored.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    ipaddress.ip_network(_proxy, strict=False)  # a typo fails at start-up
 
 INSTALLED_APPS = [
     # django.contrib.admin with the staff login (verification code, lockout).
@@ -141,7 +149,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "axes/lockout.html"
 AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "config.security.axes_client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.client_address.client_address"
 # Two-factor for staff (django-otp, TOTP). Anyone with a confirmed device
 # enters its code at login; with STAFF_OTP_REQUIRED=1 members of these groups
 # cannot sign in without one. Off by default so the demo logins work.
@@ -267,6 +275,9 @@ THROTTLE_RATES = {
     "tracking": env("THROTTLE_TRACKING", default="60/60"),
 }
 THROTTLE_ENABLED = env.bool("THROTTLE_ENABLED", default=True)
+# /healthz/ reuses its probe result this long (per process), so a burst of
+# checks during a broker outage costs one 5 s probe per window, not one each.
+HEALTHZ_CACHE_SECONDS = env.float("HEALTHZ_CACHE_SECONDS", default=5.0)
 
 # ------------------------------------------------------------------------------
 # Celery: eager (in-process) unless CELERY_BROKER_URL is set
@@ -340,7 +351,12 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 # ------------------------------------------------------------------------------
 # Security
 # ------------------------------------------------------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Believe X-Forwarded-Proto only when a TLS proxy is known to set it (and strip
+# it from clients); otherwise any client could claim to be on HTTPS.
+TRUST_X_FORWARDED_PROTO = env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_X_FORWARDED_PROTO else None
+)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
@@ -356,6 +372,10 @@ LANGUAGE_COOKIE_SECURE = SESSION_COOKIE_SECURE
 LANGUAGE_COOKIE_HTTPONLY = True
 LANGUAGE_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# same-origin, not no-referrer: the tracking URL (token) never leaves the site
+# in a Referer, and the Referer this server receives is redacted in its logs.
+# no-referrer would make browsers send "Origin: null" with the token pages'
+# forms, which Django's CSRF check refuses.
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CONTENT_SECURITY_POLICY = {
@@ -390,7 +410,18 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's defaults give these their own handlers, without the token
+        # filter: runserver's request lines (django.server) and, in DEBUG,
+        # "Not Found: /requests/<token>/" (django). Route them through ours.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+        },
+    },
 }
 
 # ------------------------------------------------------------------------------

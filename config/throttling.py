@@ -13,10 +13,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-
-def client_ip(request: HttpRequest) -> str:
-    """Return the client address (REMOTE_ADDR; set it from the proxy in gunicorn)."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+from config.client_address import client_address
 
 
 def _parse(rate: str) -> tuple[int, int]:
@@ -64,7 +61,7 @@ def throttle(
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs):
             if request.method in methods:
-                keys = [f"ip:{client_ip(request)}"]
+                keys = [f"ip:{client_address(request)}"]
                 if extra_keys is not None:
                     keys += [k for k in extra_keys(request, kwargs) if k]
                 over = [throttle_hit(scope, key) for key in keys]

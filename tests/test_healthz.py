@@ -1,5 +1,8 @@
 """/healthz/: JSON status of the database and the broker; 503 when one is down."""
 
+import socket
+import threading
+import time
 from http import HTTPStatus
 from urllib.parse import urlsplit, urlunsplit
 
@@ -91,3 +94,81 @@ def test_real_broker_up_and_down(client, settings):
         HTTPStatus.SERVICE_UNAVAILABLE,
         {"database": "ok", "broker": "down"},
     )
+
+
+class CountingListener:
+    """A TCP port that accepts and at once closes connections, counting them.
+
+    A broker URL pointing here is "down" (no Redis answers), and every
+    connection attempt the health check makes is counted honestly.
+    """
+
+    def __init__(self):
+        self.accepts = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepts += 1
+            conn.close()
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def counting_listener():
+    listener = CountingListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def health_cache(settings):
+    settings.HEALTHZ_CACHE_SECONDS = 1
+    views.health_cache.clear()
+    yield views.health_cache
+    views.health_cache.clear()
+
+
+@pytest.mark.django_db
+def test_a_burst_during_a_broker_outage_costs_one_probe_per_window(
+    client, settings, health_cache, counting_listener
+):
+    # given: the broker is down (nothing speaks Redis on that port)
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    url = f"redis://127.0.0.1:{counting_listener.port}/0"
+
+    # when: a burst of checks in one window, then one after the window
+    with celery_broker(url):
+        first = client.get(URL)
+        after_first = counting_listener.accepts
+        burst = [client.get(URL) for _ in range(10)]
+        after_burst = counting_listener.accepts
+        time.sleep(1.1)
+        later = client.get(URL)
+        after_window = counting_listener.accepts
+
+    # then: every answer is 503, the burst opened no connection, the next
+    # window probed again
+    answers = [first, *burst, later]
+    assert {r.status_code for r in answers} == {HTTPStatus.SERVICE_UNAVAILABLE}
+    assert {r.json()["broker"] for r in answers} == {"down"}
+    assert after_first >= 1
+    assert after_burst == after_first
+    assert after_window > after_burst

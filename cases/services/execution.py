@@ -123,8 +123,10 @@ class StepPending(Exception):
 def execution_dispatch(*, case_id: int) -> None:
     """Queue the execution of an approved case after the current transaction commits.
 
-    If the broker is unreachable the case stays ``approved`` with
-    ``execution_queued_at`` set, and the outbox sweeper queues it again.
+    If the broker is unreachable the case stays ``approved`` and its
+    ``execution_queued_at`` is cleared: it was never queued, so the next
+    sweep (every minute) picks it up at once instead of waiting out
+    ``OUTBOX_SWEEP_AFTER`` as if a worker had it.
     """
     from cases.tasks import execute_case_task
 
@@ -133,6 +135,7 @@ def execution_dispatch(*, case_id: int) -> None:
             execute_case_task.delay(case_id=case_id)
         except Exception:  # broker down: the sweeper picks the case up later
             logger.warning("broker unavailable; case %s left for the sweeper", case_id)
+            case_execution_unqueued(case_id=case_id)
 
     transaction.on_commit(_queue)
 
@@ -733,6 +736,16 @@ def case_execution_give_up(*, case_id: int, error: BaseException) -> bool:
         reason=gettext("Gave up after repeated temporary errors: %(error)s")
         % {"error": _describe(error)},
     )
+
+
+def case_execution_unqueued(*, case_id: int) -> None:
+    """Mark a case whose dispatch failed as not queued, so the next sweep takes it."""
+    try:
+        Case.objects.filter(
+            pk=case_id, state__in=[CaseState.APPROVED, CaseState.EXECUTING]
+        ).update(execution_queued_at=None)
+    except DatabaseError:  # the stamp stays; the sweeper still comes, later
+        logger.warning("could not clear the queue stamp of case %s", case_id)
 
 
 def case_execution_retry_scheduled(*, case_id: int, countdown: float) -> None:

@@ -252,7 +252,9 @@ def _check_deploy(**env) -> subprocess.CompletedProcess:
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "SECURE_", "DEBUG", "CACHE_URL"))
+        if not key.startswith(
+            ("DJANGO_", "SECURE_", "DEBUG", "CACHE_URL", "EMAIL_", "TRUST")
+        )
     }
     environment.update(
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -274,7 +276,9 @@ def _check_deploy(**env) -> subprocess.CompletedProcess:
 
 def test_check_deploy_is_clean_with_production_settings():
     # when
-    result = _check_deploy(CACHE_URL="redis://127.0.0.1:6379/14")
+    result = _check_deploy(
+        CACHE_URL="redis://127.0.0.1:6379/14", EMAIL_URL="smtp://127.0.0.1:2525"
+    )
 
     # then
     assert result.returncode == 0, result.stdout + result.stderr
@@ -283,7 +287,7 @@ def test_check_deploy_is_clean_with_production_settings():
 
 def test_check_deploy_warns_about_a_per_process_cache():
     # when: production without CACHE_URL
-    result = _check_deploy()
+    result = _check_deploy(EMAIL_URL="smtp://127.0.0.1:2525")
 
     # then
     assert result.returncode != 0

@@ -14,7 +14,7 @@ def test_redact_replaces_tokens_but_not_public_paths():
         == "/requests/[token]/verify/"
     )
     assert redact("/requests/new/") == "/requests/new/"
-    assert redact("/requests/track/?link=x") == "/requests/track/?link=x"
+    assert redact("/requests/track/?link=x") == "/requests/track/?link=[token]"
 
 
 @pytest.mark.django_db

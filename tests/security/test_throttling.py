@@ -36,7 +36,7 @@ ENDPOINTS = {
         "resend", "post", "case", CaseState.PENDING_VERIFICATION, "resend/"
     ),
     "tracking page": Endpoint("tracking", "get", None, CaseState.SUBMITTED),
-    "track form": Endpoint("tracking", "get", None),
+    "track form": Endpoint("tracking", "post", None),
     "respond": Endpoint(
         "tracking", "post", "case", CaseState.INFO_REQUESTED, "respond/"
     ),

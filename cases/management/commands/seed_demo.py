@@ -1,5 +1,7 @@
 """Load the demo registry, staff users per role and cases in every state."""
 
+import os
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -9,13 +11,24 @@ from cases.demo import demo_seed
 class Command(BaseCommand):
     help = "Load demo data (idempotent) and print the demo staff logins."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("PORT") or 8000),
+            help="Port the demo is served on, for the admin URL printed "
+            "(default: $PORT, else 8000).",
+        )
+
     def handle(self, *args, **options) -> None:
         result = demo_seed()
         self.stdout.write(
             f"Demo registry: {result.merchants} merchants, {result.terminals} terminals; "
             f"{result.cases} new demo case(s)."
         )
-        self.stdout.write("Demo staff logins (http://127.0.0.1:8000/admin/):")
+        self.stdout.write(
+            f"Demo staff logins (http://127.0.0.1:{options['port']}/admin/):"
+        )
         for username, password, role in result.staff:
             self.stdout.write(f"  {username:<11} {password}   {role}")
         if not settings.DEBUG:
