@@ -274,7 +274,7 @@ class Case(models.Model):
                 fields=["merchant", "created_at"], name="case_merchant_created"
             ),
             models.Index(fields=["closed_at"], name="case_closed_at"),
-            # The queue's filters, each in due-date order (cases/admin.py).
+            # The queue's filters, each in due-date order (cases/admin/queue.py).
             models.Index(
                 fields=["review_due_at", "id"],
                 condition=Q(assigned_to__isnull=True),

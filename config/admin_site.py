@@ -8,6 +8,7 @@ at module level; the login form lives in ``config.security``.
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext_lazy as _
 
 
@@ -33,6 +34,20 @@ class StaffAdminSite(admin.AdminSite):
         from config.security import otp_satisfied
 
         return super().has_permission(request) and otp_satisfied(request.user)
+
+    def each_context(self, request):
+        """Add the case dashboard, computed only if a template reads it (the index)."""
+        context = super().each_context(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_active and user.has_perm("cases.view_case"):
+            # Imported here: this module loads with the app registry, before
+            # any model can be imported.
+            from cases.selectors import case_dashboard_counts
+
+            context["case_dashboard"] = SimpleLazyObject(
+                lambda: case_dashboard_counts(user=user)
+            )
+        return context
 
 
 class StaffAdminConfig(AdminConfig):

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import translation
 from pypdf import PdfWriter
 
-from cases.admin_outbox import sample_notification
+from cases.admin.outbox import sample_notification
 from cases.models import Case, CaseState, ExecutionStep, Notification
 from cases.notifications import render_notification
 from cases.services import review

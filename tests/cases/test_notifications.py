@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.admin_outbox import mask_email, sample_notification
+from cases.admin.outbox import mask_email, sample_notification
 from cases.models import Notification
 from cases.notifications import (
     NotificationDeliveryError,

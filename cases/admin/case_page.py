@@ -1,63 +1,46 @@
-"""Staff review in Django admin: the queue, one case, document review, the timeline.
-
-The admin is a thin caller: every change goes through ``cases.services.review``
-which locks the case, checks the role rules and writes the audit event. Cases,
-documents and events are never edited through admin forms.
-"""
-
-import csv
-import json
-from collections.abc import Iterator
-from functools import cached_property
+"""The case page: fields, the staff transitions, assignment and fees."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import QuerySet
-from django.http import (
-    FileResponse,
-    Http404,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseRedirect,
-    StreamingHttpResponse,
-)
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
-from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_POST
 
-from cases.admin_outbox import ExecutionStepInline, NotificationInline
-from cases.models import Case, CaseEvent, CaseState, Document
-from cases.selectors import (
-    case_dashboard_counts,
-    case_impact,
-    case_list_for_staff,
-    case_search_filter,
+from cases.admin.common import (
+    _client_ip,
+    _format_dt,
+    _message_of,
+    _refused,
+    _state_label,
 )
+from cases.admin.export import case_csv_response
+from cases.admin.outbox import ExecutionStepInline, NotificationInline
+from cases.admin.queue import (
+    AssigneeFilter,
+    EstimatedCountPaginator,
+    OverdueFilter,
+    ReplacementFilter,
+)
+from cases.models import Case, CaseEvent, CaseState, Document
+from cases.selectors import case_impact, case_list_for_staff, case_search_filter
 from cases.services.common import CaseActionError
 from cases.services.review import (
     ASSIGNABLE_STATES,
     NOTE_REQUIRED,
     STAFF_TRANSITIONS,
-    DocumentDecision,
     case_assign,
     case_fees_statement_set,
     case_transition,
     case_transition_check,
     case_transitions_for_user,
-    document_review,
     is_case_staff,
     missing_for_recommendation,
 )
-from terminals.masking import mask_email, mask_id_number, mask_phone
+from terminals.masking import mask_id_number
 
 TRANSITION_LABELS = {
     "start_review": _("Start review"),
@@ -114,36 +97,6 @@ TRANSITION_STYLES = {
 }
 
 
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
-def _refused(request: HttpRequest, *, message, case: Case | None = None):
-    """Answer 403 with the reason in words; nothing was changed."""
-    return TemplateResponse(
-        request,
-        "admin/cases/refused.html",
-        {
-            **admin.site.each_context(request),
-            "title": _("Not allowed"),
-            "message": message,
-            "case": case,
-        },
-        status=403,
-    )
-
-
-def _message_of(exc: PermissionDenied) -> str:
-    return str(exc.args[0]) if exc.args else str(_("You are not allowed to do this."))
-
-
-def _state_label(value: str) -> str:
-    try:
-        return str(CaseState(value).label)
-    except ValueError:
-        return value
-
-
 def _timeline(case: Case) -> list[CaseEvent]:
     """Every event of the case, oldest first, with states and steps in words."""
     events = list(case.events.select_related("actor").order_by("created_at", "pk"))
@@ -154,99 +107,6 @@ def _timeline(case: Case) -> list[CaseEvent]:
             event.transition, event.transition
         )
     return events
-
-
-# --- the list --------------------------------------------------------------------
-
-
-class EstimatedCountPaginator(Paginator):
-    """Count large lists from PostgreSQL's statistics instead of COUNT(*).
-
-    On a table with a million rows COUNT(*) reads every matching row for
-    each page view. The unfiltered list uses the table's row estimate
-    (``pg_class.reltuples``, kept fresh by autovacuum); a filtered list asks
-    the planner how many rows it expects (EXPLAIN, no execution). Only when
-    the estimate is small is the list counted for real, which is then cheap.
-    SQLite always counts. The page links are approximate for huge lists,
-    which nobody pages through to the end anyway.
-    """
-
-    # Below this many rows a real count is cheap and the estimate may be stale.
-    ESTIMATE_ABOVE = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        queryset = self.object_list
-        if isinstance(queryset, QuerySet):
-            connection = connections[queryset.db]
-            if connection.vendor == "postgresql":
-                estimate = self._estimate(queryset, connection)
-                if estimate is not None and estimate >= self.ESTIMATE_ABOVE:
-                    return estimate
-        return super().count
-
-    @staticmethod
-    def _estimate(queryset: QuerySet, connection) -> int | None:
-        with connection.cursor() as cursor:
-            if not queryset.query.where:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [queryset.model._meta.db_table],
-                )
-                row = cursor.fetchone()
-                return int(row[0]) if row else None
-            sql, params = queryset.order_by().values("pk").query.sql_with_params()
-            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-            plan = cursor.fetchone()[0]
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        return int(plan[0]["Plan"]["Plan Rows"])
-
-
-class OverdueFilter(admin.SimpleListFilter):
-    title = _("review due")
-    parameter_name = "overdue"
-
-    def lookups(self, request, model_admin):
-        return [("yes", _("Overdue"))]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.overdue()
-        return queryset
-
-
-class AssigneeFilter(admin.SimpleListFilter):
-    title = _("assigned to")
-    parameter_name = "assignee"
-
-    def lookups(self, request, model_admin):
-        return [("me", _("Assigned to me")), ("none", _("Unassigned"))]
-
-    def queryset(self, request, queryset):
-        if self.value() == "me":
-            return queryset.filter(assigned_to=request.user)
-        if self.value() == "none":
-            return queryset.filter(assigned_to__isnull=True)
-        return queryset
-
-
-class ReplacementFilter(admin.SimpleListFilter):
-    title = _("replacement device")
-    parameter_name = "replacement"
-
-    def lookups(self, request, model_admin):
-        return [("yes", _("With replacement")), ("no", _("Without replacement"))]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(replacement_terminal__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(replacement_terminal__isnull=True)
-        return queryset
-
-
-# --- forms -----------------------------------------------------------------------
 
 
 class TransitionForm(forms.Form):
@@ -270,11 +130,6 @@ class TransitionForm(forms.Form):
             note.help_text = _("Optional. Staff only; the merchant never sees it.")
 
 
-class DocumentReviewForm(forms.Form):
-    decision = forms.ChoiceField(choices=DocumentDecision.CHOICES)
-    note = forms.CharField(required=False, max_length=2000)
-
-
 class FeesForm(forms.Form):
     fees_statement = forms.CharField(
         label=_("Fees stated to the merchant"),
@@ -282,100 +137,6 @@ class FeesForm(forms.Form):
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
     )
-
-
-# --- CSV export --------------------------------------------------------------------
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_safe(value) -> str:
-    """Keep spreadsheet programs from running a cell as a formula."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
-def _format_dt(value) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M") if value else ""
-
-
-CSV_HEADER = [
-    _("reference"),
-    _("state"),
-    _("reason"),
-    _("merchant number"),
-    _("merchant"),
-    _("applicant"),
-    _("applicant mobile"),
-    _("applicant e-mail"),
-    _("terminals"),
-    _("close the merchant account"),
-    _("replacement device"),
-    _("assigned to"),
-    _("submitted at"),
-    _("review due"),
-    _("closed at"),
-]
-
-
-def _csv_rows(queryset) -> Iterator[list[str]]:
-    yield [str(h) for h in CSV_HEADER]
-    queryset = queryset.select_related(
-        "merchant", "assigned_to", "replacement_terminal"
-    ).prefetch_related("case_terminals__terminal")
-    for case in queryset.iterator(chunk_size=500):
-        serials = " ".join(
-            sorted(link.terminal.serial_number for link in case.case_terminals.all())
-        )
-        yield [
-            _csv_safe(v)
-            for v in (
-                case.reference,
-                case.get_state_display(),
-                case.get_reason_display(),
-                case.merchant.merchant_id,
-                case.merchant.name,
-                case.applicant_name,
-                mask_phone(case.applicant_phone),
-                mask_email(case.applicant_email),
-                serials,
-                _("yes") if case.close_account else _("no"),
-                case.replacement_terminal.serial_number
-                if case.replacement_terminal
-                else "",
-                case.assigned_to.get_username() if case.assigned_to else "",
-                _format_dt(case.submitted_at),
-                _format_dt(case.review_due_at),
-                _format_dt(case.closed_at),
-            )
-        ]
-
-
-def case_csv_response(queryset) -> StreamingHttpResponse:
-    """Stream ``queryset`` as CSV with personal data masked.
-
-    Starts with a UTF-8 byte order mark so that Excel reads Chinese names
-    correctly.
-    """
-    writer = csv.writer(_Echo())
-
-    def stream() -> Iterator[str]:
-        yield "\ufeff"
-        for row in _csv_rows(queryset):
-            yield writer.writerow(row)
-
-    filename = f"cases-{timezone.localtime():%Y%m%d-%H%M}.csv"
-    response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-# --- Case ---------------------------------------------------------------------------
 
 
 @admin.register(Case)
@@ -797,240 +558,3 @@ class CaseAdmin(admin.ModelAdmin):
         else:
             messages.success(request, _("The fees statement is saved."))
         return HttpResponseRedirect(self._change_url(case.pk))
-
-
-# --- Document -------------------------------------------------------------------------
-
-
-@admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
-    list_display = (
-        "original_name",
-        "kind",
-        "case",
-        "review_status",
-        "size",
-        "uploaded_at",
-        "purged_at",
-    )
-    list_filter = ("review_status", "kind")
-    list_select_related = ("case",)
-    search_fields = ("case__reference",)
-    show_full_result_count = False
-    readonly_fields = (
-        "case",
-        "kind",
-        "original_name",
-        "content_type",
-        "size",
-        "sha256",
-        "review_status",
-        "review_note",
-        "reviewed_by",
-        "reviewed_at",
-        "uploaded_at",
-        "purged_at",
-        "download_link",
-    )
-    fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(case__reference=term.upper()), False
-
-    @admin.display(description=_("file"))
-    def download_link(self, obj: Document):
-        if obj.purged_at or not obj.file:
-            return _("purged at the end of the retention period")
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:cases_document_download", args=[obj.pk]),
-            _("Download"),
-        )
-
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/review/",
-                wrap(require_POST(self.review_view)),
-                name="cases_document_review",
-            ),
-            path(
-                "<path:object_id>/download/",
-                wrap(self.download_view),
-                name="cases_document_download",
-            ),
-            *super().get_urls(),
-        ]
-
-    def review_view(self, request, object_id):
-        """POST decision=accept|reject and note: record the review, back to the case."""
-        document = get_object_or_404(Document, pk=object_id)
-        back = reverse("admin:cases_case_change", args=[document.case_id])
-        form = DocumentReviewForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, _("Choose accept or reject."))
-            return HttpResponseRedirect(back + "#documents")
-        try:
-            document_review(
-                document_id=document.pk,
-                decision=form.cleaned_data["decision"],
-                note=form.cleaned_data["note"],
-                actor=request.user,
-            )
-        except PermissionDenied as exc:
-            return _refused(request, message=_message_of(exc), case=document.case)
-        except CaseActionError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(
-                request,
-                _("“%(name)s”: %(decision)s.")
-                % {
-                    "name": document.original_name,
-                    "decision": dict(DocumentDecision.CHOICES)[
-                        form.cleaned_data["decision"]
-                    ],
-                },
-            )
-        return HttpResponseRedirect(back + "#documents")
-
-    def download_view(self, request, object_id):
-        """Hand out the stored file to staff allowed to view documents.
-
-        An attachment by default; ``?inline=1`` shows an image in the page.
-        Never a public URL: MEDIA_ROOT is not served.
-        """
-        if not request.user.has_perm("cases.view_document"):
-            raise PermissionDenied
-        document = get_object_or_404(Document, pk=object_id)
-        if document.purged_at or not document.file:
-            return _gone(request)
-        try:
-            handle = document.file.open("rb")
-        except FileNotFoundError:
-            return _gone(request)
-        inline = request.GET.get("inline") == "1" and document.is_image
-        response = FileResponse(
-            handle,
-            as_attachment=not inline,
-            filename=document.original_name,
-            content_type=document.content_type or "application/octet-stream",
-        )
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Cache-Control"] = "private, no-store"
-        return response
-
-
-def _gone(request):
-    return TemplateResponse(
-        request,
-        "admin/cases/refused.html",
-        {
-            **admin.site.each_context(request),
-            "title": _("Document no longer stored"),
-            "message": _(
-                "This document was deleted at the end of the retention period."
-            ),
-        },
-        status=410,
-    )
-
-
-# --- CaseEvent ------------------------------------------------------------------------
-
-
-@admin.register(CaseEvent)
-class CaseEventAdmin(admin.ModelAdmin):
-    """The audit trail: readable, never added to, changed or deleted here."""
-
-    list_display = (
-        "created_at",
-        "case",
-        "type",
-        "transition",
-        "from_state_label",
-        "to_state_label",
-        "actor_label",
-        "visible_to_merchant",
-    )
-    list_filter = ("type", "actor_kind", "visible_to_merchant")
-
-    @admin.display(description=_("from"), ordering="from_state")
-    def from_state_label(self, event):
-        return _state_label(event.from_state) if event.from_state else ""
-
-    @admin.display(description=_("to"), ordering="to_state")
-    def to_state_label(self, event):
-        return _state_label(event.to_state) if event.to_state else ""
-
-    list_select_related = ("case",)
-    search_fields = ("case__reference",)
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    ordering = ("-created_at", "-pk")
-    readonly_fields = (
-        "case",
-        "type",
-        "actor_kind",
-        "actor",
-        "actor_label",
-        "from_state",
-        "to_state",
-        "transition",
-        "note",
-        "payload",
-        "visible_to_merchant",
-        "client_ip",
-        "created_at",
-    )
-    fields = readonly_fields
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(case__reference=term.upper()), False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-# --- the staff dashboard on the admin index ------------------------------------------
-
-_each_context = admin.site.each_context
-
-
-def _each_context_with_dashboard(request):
-    """Add the case dashboard, computed only if a template reads it (the index)."""
-    context = _each_context(request)
-    user = getattr(request, "user", None)
-    if user is not None and user.is_active and user.has_perm("cases.view_case"):
-        context["case_dashboard"] = SimpleLazyObject(
-            lambda: case_dashboard_counts(user=user)
-        )
-    return context
-
-
-admin.site.each_context = _each_context_with_dashboard
-
-from cases import admin_outbox  # noqa: E402,F401

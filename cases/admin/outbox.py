@@ -1,7 +1,7 @@
-"""Admin for the notification outbox and execution steps (owned by the execution work).
+"""Admin for the notification outbox and execution steps.
 
-``cases/admin.py`` imports ``ExecutionStepInline`` and ``NotificationInline`` from here.
-The outbox is read-only except for the "resend" action; staff can preview
+``cases.admin.case_page`` shows ``ExecutionStepInline`` and
+``NotificationInline`` on the case page. The outbox is read-only except for the "resend" action; staff can preview
 every e-mail template in both languages with a sample case.
 """
 

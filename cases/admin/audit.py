@@ -1,0 +1,70 @@
+"""The audit trail: readable, never added to, changed or deleted here."""
+
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from cases.admin.common import _state_label
+from cases.admin.queue import EstimatedCountPaginator
+from cases.models import CaseEvent
+
+
+@admin.register(CaseEvent)
+class CaseEventAdmin(admin.ModelAdmin):
+    """The audit trail: readable, never added to, changed or deleted here."""
+
+    list_display = (
+        "created_at",
+        "case",
+        "type",
+        "transition",
+        "from_state_label",
+        "to_state_label",
+        "actor_label",
+        "visible_to_merchant",
+    )
+    list_filter = ("type", "actor_kind", "visible_to_merchant")
+
+    @admin.display(description=_("from"), ordering="from_state")
+    def from_state_label(self, event):
+        return _state_label(event.from_state) if event.from_state else ""
+
+    @admin.display(description=_("to"), ordering="to_state")
+    def to_state_label(self, event):
+        return _state_label(event.to_state) if event.to_state else ""
+
+    list_select_related = ("case",)
+    search_fields = ("case__reference",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-created_at", "-pk")
+    readonly_fields = (
+        "case",
+        "type",
+        "actor_kind",
+        "actor",
+        "actor_label",
+        "from_state",
+        "to_state",
+        "transition",
+        "note",
+        "payload",
+        "visible_to_merchant",
+        "client_ip",
+        "created_at",
+    )
+    fields = readonly_fields
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(case__reference=term.upper()), False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
