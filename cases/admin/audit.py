@@ -6,10 +6,11 @@ from django.utils.translation import gettext_lazy as _
 from cases.admin.common import _state_label
 from cases.admin.queue import EstimatedCountPaginator
 from cases.models import CaseEvent
+from config.admin_site import ReadOnlyAdminMixin
 
 
 @admin.register(CaseEvent)
-class CaseEventAdmin(admin.ModelAdmin):
+class CaseEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit trail: readable, never added to, changed or deleted here."""
 
     list_display = (
@@ -59,12 +60,3 @@ class CaseEventAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         return queryset.filter(case__reference=term.upper()), False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

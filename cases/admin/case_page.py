@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from cases import roles
 from cases.admin.common import (
     _client_ip,
     _format_dt,
@@ -37,9 +38,9 @@ from cases.services.review import (
     case_transition,
     case_transition_check,
     case_transitions_for_user,
-    is_case_staff,
     missing_for_recommendation,
 )
+from config.admin_site import ReadOnlyAdminMixin
 from terminals.masking import mask_id_number
 
 TRANSITION_LABELS = {
@@ -140,7 +141,7 @@ class FeesForm(forms.Form):
 
 
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # The due date comes second: it is the sort order and what a reviewer
     # scans for first.
     list_display = (
@@ -250,17 +251,8 @@ class CaseAdmin(admin.ModelAdmin):
 
     # --- permissions: read-only model, changes only through the services -------
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
     def has_review_permission(self, request) -> bool:
-        return is_case_staff(request.user)
+        return roles.is_case_staff(request.user)
 
     def get_readonly_fields(self, request, obj=None):
         return [f for _name, opts in self.fieldsets for f in opts["fields"]]
@@ -419,7 +411,7 @@ class CaseAdmin(admin.ModelAdmin):
             }
             for name in case_transitions_for_user(case=case, user=user)
         ]
-        may_work = is_case_staff(user)
+        may_work = roles.is_case_staff(user)
         # What stands between the assignee and "Recommend approval", as a list.
         recommend_missing = (
             missing_for_recommendation(case)

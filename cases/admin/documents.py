@@ -15,6 +15,7 @@ from cases.admin.common import _message_of, _refused
 from cases.models import Document
 from cases.services.common import CaseActionError
 from cases.services.review import DocumentDecision, document_review
+from config.admin_site import ReadOnlyAdminMixin
 
 
 class DocumentReviewForm(forms.Form):
@@ -23,7 +24,7 @@ class DocumentReviewForm(forms.Form):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "original_name",
         "kind",
@@ -53,15 +54,6 @@ class DocumentAdmin(admin.ModelAdmin):
         "download_link",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

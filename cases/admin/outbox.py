@@ -23,8 +23,10 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from cases import roles
 from cases.models import Case, CaseTerminal, ExecutionStep, Notification
 from cases.notifications import notification_resend, render_notification
+from config.admin_site import ReadOnlyAdminMixin
 from terminals.models import Merchant, Terminal
 
 
@@ -35,36 +37,24 @@ def mask_email(address: str) -> str:
     return f"{masked}@{domain}" if domain else masked
 
 
-class ExecutionStepInline(admin.TabularInline):
+class ExecutionStepInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ExecutionStep
     extra = 0
     can_delete = False
     fields = ("position", "step", "status", "attempts", "error", "finished_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class NotificationInline(admin.TabularInline):
+class NotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Notification
     extra = 0
     can_delete = False
     fields = ("kind", "status", "attempts", "sent_at", "last_error")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(ExecutionStep)
-class ExecutionStepAdmin(admin.ModelAdmin):
+class ExecutionStepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("case", "position", "step", "status", "attempts", "finished_at")
     list_filter = ("status", "step")
     search_fields = ("case__reference",)
@@ -80,15 +70,6 @@ class ExecutionStepAdmin(admin.ModelAdmin):
         "finished_at",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Notification)
@@ -162,8 +143,14 @@ class NotificationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        # "change" is the permission of the resend action; the form is read-only.
-        return obj is None and super().has_change_permission(request, obj)
+        # "change" is the permission of the resend action; the form is
+        # read-only. An auditor changes nothing, whatever their other groups:
+        # the rule the services apply (cases.roles.is_auditor).
+        return (
+            obj is None
+            and not roles.is_auditor(request.user)
+            and super().has_change_permission(request, obj)
+        )
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

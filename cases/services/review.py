@@ -60,25 +60,6 @@ ASSIGNABLE_STATES = (
 )
 
 
-def is_auditor(user) -> bool:
-    """Tell whether ``user`` is a member of the read-only Auditor group.
-
-    Checked on real membership: ``roles.user_in_group`` treats superusers as
-    members of every group, which would make every superuser read-only.
-    """
-    if user is None or user.is_superuser:
-        return False
-    return roles.user_in_group(user, roles.AUDITOR)
-
-
-def is_case_staff(user) -> bool:
-    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
-    return not is_auditor(user) and (
-        roles.user_in_group(user, roles.REVIEWER)
-        or roles.user_in_group(user, roles.APPROVER)
-    )
-
-
 def _refuse_unless_assignee(case: Case, actor) -> None:
     """Raise unless ``actor`` is the reviewer the case is assigned to."""
     if case.assigned_to_id != actor.pk:
@@ -92,7 +73,7 @@ def _refuse_unless_assignee(case: Case, actor) -> None:
 
 
 def _refuse_auditor(actor) -> None:
-    if is_auditor(actor):
+    if roles.is_auditor(actor):
         raise PermissionDenied(_("Auditors can read cases but not change them."))
 
 
@@ -279,14 +260,14 @@ def case_assign(*, case_id: int, actor, assignee) -> Case:
     only to a Reviewer or Approver.
     """
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow assigning cases."))
     if assignee is None or not assignee.is_active or not assignee.is_staff:
         raise CaseActionError(_("Choose an active staff user."))
     if assignee.pk != actor.pk:
         if not roles.user_in_group(actor, roles.APPROVER):
             raise PermissionDenied(_("Only approvers assign cases to others."))
-        if not is_case_staff(assignee):
+        if not roles.is_case_staff(assignee):
             raise CaseActionError(
                 _("%(user)s is not a reviewer or approver.") % {"user": assignee}
             )
@@ -340,7 +321,7 @@ def document_review(
     if decision == DocumentDecision.REJECT and not note:
         raise CaseActionError(_("Say why the document is rejected."))
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow reviewing documents."))
     case_id = (
         Document.objects.filter(pk=document_id)
@@ -400,7 +381,7 @@ def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
     """
     text = (text or "").strip()
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow stating fees."))
     with transaction.atomic():
         case = case_lock(case_id=case_id)
