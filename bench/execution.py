@@ -175,8 +175,8 @@ def create_cases(count: int, *, offset: int) -> list[int]:
                 language="zh-hans",
                 submitted_at=now,
                 review_due_at=now + timedelta(days=3),
+                state="approved",
             )
-            case.__dict__["state"] = "approved"
             cases.append(case)
         cases = Case.objects.bulk_create(cases)
         CaseTerminal.objects.bulk_create(

@@ -210,8 +210,8 @@ def _cases(merchants: list[Merchant], now) -> int:
             close_account=close_account,
             replacement_terminal=stock.pop(0) if replacement else None,
             language="zh-hans",
+            state=state,  # demo data is placed directly in its state
         )
-        case.__dict__["state"] = state  # demo data is placed directly in its state
         case.save()
         verified = state not in (CaseState.PENDING_VERIFICATION, CaseState.EXPIRED)
         Case.objects.filter(pk=case.pk).update(

@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 from django_fsm import FSMField, transition
 
-from cases import roles
+from cases.actions import staff_action_permission
 from terminals.models import Merchant, SettlementBatch, Terminal
 
 
@@ -69,6 +69,21 @@ CLOSED_STATES = [
     CaseState.WITHDRAWN,
     CaseState.EXPIRED,
 ]
+# States in which a case waits on staff: its review is due by
+# ``review_due_at`` and it is overdue after that (the queue's filter, its
+# partial index and the dashboard read this one list).
+WAITING_ON_STAFF_STATES = [
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.AWAITING_APPROVAL,
+]
+# States in which a case can be (re)assigned to a reviewer.
+ASSIGNABLE_STATES = [
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.INFO_REQUESTED,
+    CaseState.AWAITING_APPROVAL,
+]
 
 
 class Reason(models.TextChoices):
@@ -102,22 +117,6 @@ def token_for_salt(salt: str) -> str:
     return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
 
-def _is_approver(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.APPROVER)
-
-
-def _is_operations(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.OPERATIONS)
-
-
-def _is_reviewer(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.REVIEWER)
-
-
-def _is_reviewer_or_approver(instance: "Case", user) -> bool:
-    return _is_reviewer(instance, user) or _is_approver(instance, user)
-
-
 class CaseQuerySet(models.QuerySet):
     def open(self) -> "CaseQuerySet":
         """Cases that are not closed (completed, rejected, withdrawn, expired)."""
@@ -126,14 +125,7 @@ class CaseQuerySet(models.QuerySet):
     def overdue(self, *, now=None) -> "CaseQuerySet":
         """Cases waiting on staff past their review due date."""
         now = now or timezone.now()
-        return self.filter(
-            state__in=[
-                CaseState.SUBMITTED,
-                CaseState.IN_REVIEW,
-                CaseState.AWAITING_APPROVAL,
-            ],
-            review_due_at__lt=now,
-        )
+        return self.filter(state__in=WAITING_ON_STAFF_STATES, review_due_at__lt=now)
 
     def by_token(self, token: str) -> "CaseQuerySet":
         return self.filter(token_hash=hash_secret(token or ""))
@@ -294,13 +286,7 @@ class Case(models.Model):
             # order): without it the due-date walk passes every closed case.
             models.Index(
                 fields=["review_due_at", "id"],
-                condition=Q(
-                    state__in=[
-                        CaseState.SUBMITTED,
-                        CaseState.IN_REVIEW,
-                        CaseState.AWAITING_APPROVAL,
-                    ]
-                ),
+                condition=Q(state__in=WAITING_ON_STAFF_STATES),
                 name="case_waiting_due",
             ),
         ]
@@ -335,8 +321,7 @@ class Case(models.Model):
     @property
     def is_overdue(self) -> bool:
         return (
-            self.state
-            in (CaseState.SUBMITTED, CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL)
+            self.state in WAITING_ON_STAFF_STATES
             and self.review_due_at is not None
             and self.review_due_at < timezone.now()
         )
@@ -349,15 +334,41 @@ class Case(models.Model):
             applicant_is_legal_rep=self.applicant_is_legal_rep,
         )
 
-    def required_documents_accepted(self) -> bool:
-        """Tell whether every required kind has an accepted document and none is pending or rejected."""
-        docs = [d for d in self.documents.all() if d.kind != Document.Kind.DATA_EXPORT]
+    def missing_for_recommendation(self) -> list[str]:
+        """Return, in words, what keeps the case from being recommended (empty if nothing).
+
+        One line per document still to review, then one per required kind
+        that has no document accepted or awaiting review.
+        """
+        documents = [
+            d for d in self.documents.all() if d.kind != Document.Kind.DATA_EXPORT
+        ]
         accepted = {
-            d.kind for d in docs if d.review_status == Document.ReviewStatus.ACCEPTED
+            d.kind
+            for d in documents
+            if d.review_status == Document.ReviewStatus.ACCEPTED
         }
-        if not set(self.required_document_kinds()) <= accepted:
-            return False
-        return all(d.review_status != Document.ReviewStatus.PENDING for d in docs)
+        pending = [
+            d for d in documents if d.review_status == Document.ReviewStatus.PENDING
+        ]
+        pending_kinds = {d.kind for d in pending}
+        problems = [
+            str(
+                _("%(kind)s: “%(name)s” is not reviewed yet")
+                % {"kind": d.get_kind_display(), "name": d.original_name}
+            )
+            for d in pending
+        ]
+        problems += [
+            str(_("%(kind)s: no accepted document") % {"kind": Document.Kind(k).label})
+            for k in self.required_document_kinds()
+            if k not in accepted and k not in pending_kinds
+        ]
+        return problems
+
+    def required_documents_accepted(self) -> bool:
+        """Tell whether every required kind has an accepted document and none is pending."""
+        return not self.missing_for_recommendation()
 
     # --- transitions (rules only; see cases.services for the use cases) --------
 
@@ -377,7 +388,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.SUBMITTED,
         target=CaseState.IN_REVIEW,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("start_review"),
     )
     def start_review(self) -> None:
         """A reviewer takes the case."""
@@ -386,7 +397,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.IN_REVIEW,
         target=CaseState.INFO_REQUESTED,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("request_info"),
     )
     def request_info(self) -> None:
         """Ask the merchant for more information or documents."""
@@ -402,7 +413,7 @@ class Case(models.Model):
         source=CaseState.IN_REVIEW,
         target=CaseState.AWAITING_APPROVAL,
         conditions=[required_documents_accepted],
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("recommend"),
     )
     def recommend(self) -> None:
         """Recommend approval; every required document must be accepted."""
@@ -411,9 +422,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.AWAITING_APPROVAL,
         target=CaseState.APPROVED,
-        permission=lambda case, user: (
-            _is_approver(case, user) and case.recommended_by_id != user.pk
-        ),
+        permission=staff_action_permission("approve"),
     )
     def approve(self) -> None:
         """Second pair of eyes: an approver who did not recommend the case."""
@@ -422,7 +431,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.AWAITING_APPROVAL,
         target=CaseState.IN_REVIEW,
-        permission=_is_approver,
+        permission=staff_action_permission("send_back"),
     )
     def send_back(self) -> None:
         """The approver returns the case to review."""
@@ -431,7 +440,7 @@ class Case(models.Model):
         field=state,
         source=[CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL],
         target=CaseState.REJECTED,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("reject"),
     )
     def reject(self) -> None:
         """Refuse the request, with a reason shown to the merchant."""
@@ -460,7 +469,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.FAILED,
         target=CaseState.APPROVED,
-        permission=_is_operations,
+        permission=staff_action_permission("retry"),
     )
     def retry(self) -> None:
         """Operations fixed the cause; execution resumes from the failed step."""

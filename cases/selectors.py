@@ -9,7 +9,17 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from cases.models import CLOSED_STATES, Case, CaseState, CaseTerminal
+from cases import roles
+from cases.actions import STAFF_ACTIONS, StaffAction
+from cases.models import (
+    ASSIGNABLE_STATES,
+    CLOSED_STATES,
+    Case,
+    CaseState,
+    CaseTerminal,
+    Document,
+)
+from cases.services.review import case_transitions_for_user
 from terminals.models import Binding, Merchant, Terminal, Transaction
 
 
@@ -253,3 +263,45 @@ def case_search_filter(*, term: str) -> Q:
         if case_ids:
             conditions |= Q(pk__in=case_ids)
     return conditions
+
+
+@dataclass(frozen=True)
+class CaseActions:
+    """What one staff user may do on one case now: what a staff page needs."""
+
+    # The staff actions allowed now, in button order (``cases.actions``).
+    actions: list[StaffAction]
+    can_assign: bool
+    can_review_documents: bool
+    can_state_fees: bool
+    # What stands between the assignee and "Recommend approval", in words.
+    missing_for_recommendation: list[str]
+    # Required document kinds with no document at all, in words.
+    missing_kinds: list[str]
+
+
+def case_actions_for_user(*, case: Case, user) -> CaseActions:
+    """Return what ``user`` may do on ``case`` now, by the rules of the services."""
+    may_work = roles.is_case_staff(user)
+    works_on_it = (
+        may_work
+        and case.state == CaseState.IN_REVIEW
+        and case.assigned_to_id == user.pk
+    )
+    required = set(case.required_document_kinds())
+    present = {d.kind for d in case.documents.all()}
+    return CaseActions(
+        actions=[
+            STAFF_ACTIONS[name]
+            for name in case_transitions_for_user(case=case, user=user)
+        ],
+        can_assign=may_work
+        and case.state in ASSIGNABLE_STATES
+        and case.assigned_to_id != user.pk,
+        can_review_documents=works_on_it,
+        can_state_fees=works_on_it,
+        missing_for_recommendation=case.missing_for_recommendation()
+        if works_on_it
+        else [],
+        missing_kinds=[Document.Kind(k).label for k in sorted(required - present)],
+    )

@@ -11,6 +11,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from cases import roles
+from cases.actions import STAFF_ACTIONS
 from cases.admin.common import (
     _client_ip,
     _format_dt,
@@ -26,76 +27,22 @@ from cases.admin.queue import (
     OverdueFilter,
     ReplacementFilter,
 )
-from cases.models import Case, CaseEvent, CaseState, Document
-from cases.selectors import case_impact, case_list_for_staff, case_search_filter
+from cases.models import Case, CaseEvent, CaseState
+from cases.selectors import (
+    case_actions_for_user,
+    case_impact,
+    case_list_for_staff,
+    case_search_filter,
+)
 from cases.services.common import CaseActionError
 from cases.services.review import (
-    ASSIGNABLE_STATES,
-    NOTE_REQUIRED,
-    STAFF_TRANSITIONS,
     case_assign,
     case_fees_statement_set,
     case_transition,
     case_transition_check,
-    case_transitions_for_user,
-    missing_for_recommendation,
 )
 from config.admin_site import ReadOnlyAdminMixin
 from terminals.masking import mask_id_number
-
-TRANSITION_LABELS = {
-    "start_review": _("Start review"),
-    "request_info": _("Request information"),
-    "recommend": _("Recommend approval"),
-    "send_back": _("Send back to review"),
-    "approve": _("Approve and unbind"),
-    "reject": _("Reject"),
-    "retry": _("Retry execution"),
-}
-# What the confirmation page says will happen.
-TRANSITION_EFFECTS = {
-    "start_review": _(
-        "The case moves to “In review” and is assigned to you. You then check "
-        "each document and decide."
-    ),
-    "request_info": _(
-        "The case moves to “Information requested”. Your note is shown to the "
-        "merchant on the tracking page and e-mailed to the contact on file and "
-        "the applicant. The case returns to the queue when the merchant answers."
-    ),
-    "recommend": _(
-        "The case moves to “Awaiting approval”. An approver other than you must "
-        "approve it before anything is unbound."
-    ),
-    "send_back": _(
-        "The recommendation is withdrawn and the case goes back to “In review” "
-        "for the reviewer."
-    ),
-    "approve": _(
-        "The case is approved and the unbinding starts in the background right "
-        "away: bindings checked, funds settled, history exported, terminals "
-        "unbound. This cannot be undone. Read the impact below first."
-    ),
-    "reject": _(
-        "The case is closed as rejected and its terminals become free for a new "
-        "request. Your note is shown to the merchant and e-mailed. This cannot "
-        "be undone."
-    ),
-    "retry": _(
-        "The execution resumes in the background from the step that failed. "
-        "Steps already done are not repeated."
-    ),
-}
-# Visual weight of each button (CSS modifier in static/admin_cases/admin.css).
-TRANSITION_STYLES = {
-    "approve": "primary",
-    "recommend": "primary",
-    "start_review": "primary",
-    "retry": "primary",
-    "reject": "danger",
-    "request_info": "default",
-    "send_back": "default",
-}
 
 
 def _timeline(case: Case) -> list[CaseEvent]:
@@ -104,9 +51,8 @@ def _timeline(case: Case) -> list[CaseEvent]:
     for event in events:
         event.from_label = _state_label(event.from_state) if event.from_state else ""
         event.to_label = _state_label(event.to_state) if event.to_state else ""
-        event.transition_label = TRANSITION_LABELS.get(
-            event.transition, event.transition
-        )
+        action = STAFF_ACTIONS.get(event.transition)
+        event.transition_label = action.label if action else event.transition
     return events
 
 
@@ -121,7 +67,7 @@ class TransitionForm(forms.Form):
     def __init__(self, *args, name: str, **kwargs):
         super().__init__(*args, **kwargs)
         note = self.fields["note"]
-        if name in NOTE_REQUIRED:
+        if STAFF_ACTIONS[name].note_required:
             note.required = True
             note.label = _("Message to the merchant")
             note.help_text = _(
@@ -402,59 +348,42 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def _case_context(self, request, case: Case) -> dict:
         user = request.user
-        transitions = [
-            {
-                "name": name,
-                "label": TRANSITION_LABELS[name],
-                "style": TRANSITION_STYLES[name],
-                "url": reverse("admin:cases_case_transition", args=[case.pk, name]),
-            }
-            for name in case_transitions_for_user(case=case, user=user)
-        ]
-        may_work = roles.is_case_staff(user)
-        # What stands between the assignee and "Recommend approval", as a list.
-        recommend_missing = (
-            missing_for_recommendation(case)
-            if may_work
-            and case.state == CaseState.IN_REVIEW
-            and case.assigned_to_id == user.pk
-            else []
-        )
-        documents = list(
-            case.documents.select_related("reviewed_by").order_by("kind", "pk")
-        )
-        required = set(case.required_document_kinds())
-        present = {d.kind for d in documents}
+        allowed = case_actions_for_user(case=case, user=user)
         return {
             "case": case,
-            "transitions": transitions,
-            "recommend_missing": recommend_missing,
-            "can_assign": may_work
-            and case.state in ASSIGNABLE_STATES
-            and case.assigned_to_id != user.pk,
-            "assign_url": reverse("admin:cases_case_assign", args=[case.pk]),
-            "can_review_documents": may_work
-            and case.state == CaseState.IN_REVIEW
-            and case.assigned_to_id == user.pk,
-            "can_download": user.has_perm("cases.view_document"),
-            "documents": documents,
-            "missing_kinds": [
-                Document.Kind(k).label for k in sorted(required - present)
+            "transitions": [
+                {
+                    "name": action.name,
+                    "label": action.label,
+                    "style": action.style,
+                    "url": reverse(
+                        "admin:cases_case_transition", args=[case.pk, action.name]
+                    ),
+                }
+                for action in allowed.actions
             ],
-            "required_kinds": required,
+            "recommend_missing": allowed.missing_for_recommendation,
+            "can_assign": allowed.can_assign,
+            "assign_url": reverse("admin:cases_case_assign", args=[case.pk]),
+            "can_review_documents": allowed.can_review_documents,
+            "can_download": user.has_perm("cases.view_document"),
+            "documents": case.documents.select_related("reviewed_by").order_by(
+                "kind", "pk"
+            ),
+            "missing_kinds": allowed.missing_kinds,
+            "required_kinds": set(case.required_document_kinds()),
             "impact": case_impact(case=case),
             "timeline": _timeline(case),
             "fees_form": FeesForm(initial={"fees_statement": case.fees_statement}),
             "fees_url": reverse("admin:cases_case_fees", args=[case.pk]),
-            "can_state_fees": may_work
-            and case.state == CaseState.IN_REVIEW
-            and case.assigned_to_id == user.pk,
+            "can_state_fees": allowed.can_state_fees,
         }
 
     def transition_view(self, request, object_id, name):
         """GET: say what ``name`` will do; POST: do it through the service."""
         case = self._case_or_404(request, object_id)
-        if name not in STAFF_TRANSITIONS:
+        action = STAFF_ACTIONS.get(name)
+        if action is None:
             raise Http404
         change_url = self._change_url(case.pk)
         try:
@@ -484,28 +413,30 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 messages.success(
                     request,
                     _("%(action)s: done for %(case)s.")
-                    % {"action": TRANSITION_LABELS[name], "case": case},
+                    % {"action": action.label, "case": case},
                 )
                 return HttpResponseRedirect(change_url)
         else:
             form = TransitionForm(name=name)
 
-        target = getattr(case, name)._django_fsm.get_transition(case.state).target
+        target = next(
+            t.target for t in case.get_available_state_transitions() if t.name == name
+        )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "target": target,
             "target_label": CaseState(target).label,
             "title": _("%(action)s — %(case)s")
-            % {"action": TRANSITION_LABELS[name], "case": case},
+            % {"action": action.label, "case": case},
             "case": case,
             "name": name,
-            "label": TRANSITION_LABELS[name],
-            "effect": TRANSITION_EFFECTS[name],
-            "style": TRANSITION_STYLES[name],
-            "irreversible": name in ("approve", "reject"),
+            "label": action.label,
+            "effect": action.effect,
+            "style": action.style,
+            "irreversible": action.irreversible,
             "form": form,
-            "impact": case_impact(case=case) if name in ("approve", "retry") else None,
+            "impact": case_impact(case=case) if action.shows_impact else None,
             "change_url": change_url,
             "media": self.media,
         }

@@ -283,7 +283,12 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 def _sample_terminals(case: Case, serials: list[str]) -> None:
-    """Give an unsaved sample case its terminals without touching the database."""
+    """Give an unsaved sample case its terminals without touching the database.
+
+    Django has no public way to fill a related manager of an unsaved
+    instance; this sets the prefetch cache ``prefetch_related`` would, so
+    the receipt template's ``case.case_terminals.all`` reads the samples.
+    """
     links = CaseTerminal.objects.none()
     links._result_cache = [
         CaseTerminal(case=case, terminal=Terminal(serial_number=sn)) for sn in serials
@@ -307,12 +312,12 @@ def sample_case(*, language: str, number: int = 123) -> Case:
         applicant_name="张伟",
         reason="device_replacement",
         language=language,
+        state="in_review",
         token_salt="0" * 32,
         review_due_at=now - timedelta(days=1),
         settlement_total=Decimal("1234.50"),
     )
     case.pk = 0
-    case.__dict__["state"] = "in_review"
     _sample_terminals(case, ["SN00000001", "SN00000002"])
     return case
 
