@@ -109,7 +109,8 @@ def create_cases(count: int, *, offset: int) -> list[int]:
     from django.db import transaction
     from django.utils import timezone
 
-    from cases.models import Case, CaseTerminal, hash_secret, token_for_salt
+    from cases.models import Case, CaseTerminal
+    from cases.tokens import tracking_token_fields
     from terminals import identifiers
     from terminals.models import Binding, Merchant, Terminal, Transaction
 
@@ -163,8 +164,7 @@ def create_cases(count: int, *, offset: int) -> list[int]:
             salt = f"{n:032x}"
             case = Case(
                 reference=f"UB-BENCH-{n:06d}",
-                token_salt=salt,
-                token_hash=hash_secret(token_for_salt(salt)),
+                **tracking_token_fields(salt),
                 merchant=merchant,
                 uscc=merchant.uscc,
                 legal_rep_name=merchant.legal_rep_name,

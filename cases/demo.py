@@ -22,9 +22,8 @@ from cases.models import (
     CaseState,
     CaseTerminal,
     Document,
-    hash_secret,
-    token_for_salt,
 )
+from cases.tokens import tracking_token_fields
 from terminals import identifiers
 from terminals.models import Binding, Merchant, Terminal, Transaction
 
@@ -196,8 +195,7 @@ def _cases(merchants: list[Merchant], now) -> int:
             continue
         filed_at = now - timedelta(days=len(CASE_STATES) - index, hours=index)
         case = Case(
-            token_salt=salt,
-            token_hash=hash_secret(token_for_salt(salt)),
+            **tracking_token_fields(salt),
             merchant=merchant,
             uscc=merchant.uscc,
             legal_rep_name=merchant.legal_rep_name,

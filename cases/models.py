@@ -5,10 +5,6 @@ State rules live here as django-fsm transitions; the use cases that save,
 record events and dispatch side effects live in ``cases.services``.
 """
 
-import base64
-import hashlib
-import hmac
-import secrets
 import uuid
 from pathlib import PurePosixPath
 
@@ -21,6 +17,7 @@ from django.utils.translation import pgettext_lazy
 from django_fsm import FSMField, transition
 
 from cases.actions import staff_action_permission
+from cases.tokens import hash_secret, tracking_token_for_case
 from terminals.models import Merchant, SettlementBatch, Terminal
 
 
@@ -93,28 +90,6 @@ class Reason(models.TextChoices):
     DATA_MIGRATION = "data_migration", _("Data migration (数据迁移)")
     CUSTOMER_REQUEST = "customer_request", _("Customer request (客户要求)")
     OTHER = "other", _("Other")
-
-
-def hash_secret(value: str) -> str:
-    """Hash a token or code for storage (SHA-256 of the value and SECRET_KEY)."""
-    return hashlib.sha256(f"{settings.SECRET_KEY}:{value}".encode()).hexdigest()
-
-
-def new_token_salt() -> str:
-    """Return a fresh random salt for a case's tracking token (128 bits)."""
-    return secrets.token_hex(16)
-
-
-def token_for_salt(salt: str) -> str:
-    """Derive the tracking token from its salt with an HMAC keyed by SECRET_KEY.
-
-    The database holds only the salt and a hash of the token, so a copy of the
-    database alone opens no case; the token can still be put in every e-mail.
-    """
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), f"case-token:{salt}".encode(), hashlib.sha256
-    ).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
 
 class CaseQuerySet(models.QuerySet):
@@ -301,7 +276,9 @@ class Case(models.Model):
 
     @property
     def tracking_token(self) -> str:
-        return token_for_salt(self.token_salt)
+        return tracking_token_for_case(
+            token_salt=self.token_salt, token_hash_stored=self.token_hash
+        )
 
     def get_tracking_path(self) -> str:
         from django.urls import reverse

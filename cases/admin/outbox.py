@@ -27,14 +27,8 @@ from cases import roles
 from cases.models import Case, CaseTerminal, ExecutionStep, Notification
 from cases.notifications import notification_resend, render_notification
 from config.admin_site import ReadOnlyAdminMixin
+from terminals.masking import mask_email
 from terminals.models import Merchant, Terminal
-
-
-def mask_email(address: str) -> str:
-    """Show ``m***t@shop.example.com`` instead of the full address."""
-    local, _sep, domain = address.partition("@")
-    masked = local[:1] + "***" if len(local) <= 2 else f"{local[0]}***{local[-1]}"
-    return f"{masked}@{domain}" if domain else masked
 
 
 class ExecutionStepInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -22,9 +22,6 @@ from cases.models import (
     CaseTerminal,
     Document,
     Notification,
-    hash_secret,
-    new_token_salt,
-    token_for_salt,
 )
 from cases.notifications import (
     case_recipients,
@@ -32,6 +29,7 @@ from cases.notifications import (
     notification_requeue,
 )
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
+from cases.tokens import hash_secret, new_token_salt, tracking_token_fields
 from cases.uploads import CleanUpload
 from terminals.models import Binding, Merchant, Terminal
 
@@ -276,7 +274,7 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     existing = Case.objects.filter(token_salt=salt).first()
     if existing is not None:
         _discard(filing.uploads)
-        return existing, token_for_salt(salt)
+        return existing, existing.tracking_token
 
     stored: list[tuple[str, CleanUpload, str]] = []
     backend_pid = None
@@ -293,7 +291,7 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
         _delete_stored(stored)
         duplicate = Case.objects.filter(token_salt=salt).first()
         if duplicate is not None:
-            return duplicate, token_for_salt(salt)
+            return duplicate, duplicate.tracking_token
         raise CaseActionError(
             _("There is already an open request for one of these terminals.")
         ) from None
@@ -318,13 +316,13 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
             status=Notification.Status.PENDING
         ).values_list("pk", flat=True):
             notification_requeue(notification_id=pk)
-        return filed, token_for_salt(salt)
+        return filed, filed.tracking_token
     except BaseException:
         _delete_stored(stored)
         raise
     finally:
         _discard(filing.uploads)
-    return case, token_for_salt(salt)
+    return case, case.tracking_token
 
 
 def _backend_pid() -> int | None:
@@ -364,10 +362,8 @@ def _case_filed_after_lost_connection(
 def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
     now = timezone.now()
     _supersede_stale(filing.terminals, now=now)
-    token = token_for_salt(salt)
     case = Case(
-        token_salt=salt,
-        token_hash=hash_secret(token),
+        **tracking_token_fields(salt),
         merchant=filing.merchant,
         uscc=filing.uscc,
         legal_rep_name=filing.legal_rep_name,
@@ -453,9 +449,8 @@ def case_token_for_submission(*, key: str) -> str | None:
     """Return the token of the case a form submission already created, if any."""
     if not key or len(key) != 32:
         return None
-    if Case.objects.filter(token_salt=key).exists():
-        return token_for_salt(key)
-    return None
+    case = Case.objects.filter(token_salt=key).first()
+    return case.tracking_token if case is not None else None
 
 
 def case_get_by_token(*, token: str) -> Case | None:

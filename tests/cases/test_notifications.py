@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.admin.outbox import mask_email, sample_notification
+from cases.admin.outbox import sample_notification
 from cases.models import Notification
 from cases.notifications import (
     NotificationDeliveryError,
@@ -19,6 +19,7 @@ from cases.notifications import (
     notification_send,
     render_notification,
 )
+from terminals.masking import mask_email
 from tests import factories
 
 LANGUAGES = ["en", "zh-hans"]
@@ -223,7 +224,8 @@ def test_a_sent_verification_code_is_not_resent(django_capture_on_commit_callbac
 
 
 def test_recipients_are_masked_in_the_outbox_list():
-    assert mask_email("merchant@shop.example.com") == "m***t@shop.example.com"
+    # the one e-mail mask of terminals.masking, as on every staff page
+    assert mask_email("merchant@shop.example.com") == "m***@shop.example.com"
     assert mask_email("ab@x.cn") == "a***@x.cn"
 
 
@@ -248,7 +250,7 @@ def test_outbox_admin_lists_notices_and_resends(
 
     # then
     assert listing.status_code == HTTPStatus.OK
-    assert "m***t@shop.example.com" in listing.content.decode()
+    assert "m***@shop.example.com" in listing.content.decode()
     assert "merchant@shop.example.com" not in listing.content.decode()
     assert response.status_code == HTTPStatus.FOUND
     notification.refresh_from_db()
