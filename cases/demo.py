@@ -18,7 +18,6 @@ from django.utils import timezone
 from cases import events, roles
 from cases.models import (
     Case,
-    CaseEvent,
     CaseState,
     CaseTerminal,
     Document,
@@ -283,24 +282,9 @@ def _cases(merchants: list[Merchant], now) -> int:
                 reviewed_by=reviewer if accepted else None,
                 reviewed_at=now if accepted else None,
             )
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.FILED,
-            actor="merchant",
-            visible_to_merchant=True,
-            to_state=CaseState.PENDING_VERIFICATION,
+        events.demo_case_placed_events(
+            case=case, from_state=CaseState.PENDING_VERIFICATION
         )
-        if state != CaseState.PENDING_VERIFICATION:
-            events.event_record(
-                case=case,
-                type=CaseEvent.Type.TRANSITION,
-                actor=None,
-                visible_to_merchant=True,
-                from_state=CaseState.PENDING_VERIFICATION,
-                to_state=state,
-                transition="seed_demo",
-                note="demo data",
-            )
         created += 1
     return created
 

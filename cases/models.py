@@ -604,6 +604,8 @@ class CaseEvent(models.Model):
         ASSIGNED = "assigned", _("Assigned")
         STEP = "step", _("Execution step")
         NOTIFICATION = "notification", _("Notification")
+        FEES_STATED = "fees_stated", _("Fees stated")
+        DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
 
     class Actor(models.TextChoices):
         MERCHANT = "merchant", _("Merchant")

@@ -45,7 +45,6 @@ from django.utils.translation import gettext
 from cases import events, roles
 from cases.models import (
     Case,
-    CaseEvent,
     CaseState,
     CaseTerminal,
     Document,
@@ -568,11 +567,8 @@ def case_execution_fail(*, case_id: int, step: str, reason: str) -> bool:
             payload={"step": step},
             update_fields=("failure_step", "failure_reason"),
         )
-        event = events.event_record(
-            case=case,
-            type=CaseEvent.Type.STEP,
-            note=reason,
-            payload={"step": step, "status": ExecutionStep.Status.FAILED},
+        event = events.step_failed_event(
+            case=case, step=step, status=ExecutionStep.Status.FAILED, reason=reason
         )
         recipients = operations_recipients()
         if recipients:

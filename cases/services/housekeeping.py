@@ -250,17 +250,13 @@ def case_documents_purge(*, case_id: int, now: datetime) -> int:
             document.purged_at = now
         Document.objects.bulk_update(documents, ["file", "purged_at"])
         if documents:
-            events.event_record(
+            events.documents_purged_event(
                 case=case,
-                type=CaseEvent.Type.MESSAGE,
+                document_ids=[d.pk for d in documents],
                 note=gettext(
                     "Stored files of %(count)s documents deleted after the "
                     "retention period; their details are kept."
                 )
                 % {"count": len(documents)},
-                payload={
-                    "action": "documents_purged",
-                    "documents": [d.pk for d in documents],
-                },
             )
     return len(documents)

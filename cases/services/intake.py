@@ -407,25 +407,14 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
             for kind, upload, name in stored
         ]
     )
-    events.event_record(
+    events.case_filed_event(
         case=case,
-        type=CaseEvent.Type.FILED,
-        actor="merchant",
+        terminals=[t.serial_number for t in filing.terminals],
+        documents=len(documents),
+        reason=filing.reason,
         client_ip=filing.client_ip,
-        visible_to_merchant=True,
-        to_state=case.state,
-        payload={
-            "terminals": [t.serial_number for t in filing.terminals],
-            "documents": len(documents),
-            "reason": filing.reason,
-        },
     )
-    events.event_record(
-        case=case,
-        type=CaseEvent.Type.CODE_SENT,
-        actor=None,
-        payload={"to": "contact_on_file"},
-    )
+    events.code_sent_event(case=case)
     _queue_code(case, code, sequence=1)
     return case
 
@@ -487,12 +476,8 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
         if not hmac.compare_digest(case.code_hash, _code_hash(case, code)):
             case.code_attempts += 1
             case.save(update_fields=["code_attempts", "updated_at"])
-            events.event_record(
-                case=case,
-                type=CaseEvent.Type.CODE_FAILED,
-                actor="merchant",
-                client_ip=client_ip,
-                payload={"attempts": case.code_attempts},
+            events.code_failed_event(
+                case=case, attempts=case.code_attempts, client_ip=client_ip
             )
             if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
                 return VerificationResult.LOCKED
@@ -545,12 +530,8 @@ def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
             ]
         )
         sequence = case.events.filter(type=CaseEvent.Type.CODE_SENT).count() + 1
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.CODE_SENT,
-            actor="merchant",
-            client_ip=client_ip,
-            payload={"to": "contact_on_file", "sequence": sequence},
+        events.code_sent_event(
+            case=case, actor="merchant", sequence=sequence, client_ip=client_ip
         )
         _queue_code(case, code, sequence=sequence)
     return True
@@ -586,26 +567,16 @@ def case_respond(
                     sha256=upload.sha256,
                     content_type=upload.content_type,
                 )
-                events.event_record(
+                events.document_added_event(
                     case=case,
-                    type=CaseEvent.Type.DOCUMENT_ADDED,
-                    actor="merchant",
+                    document_id=document.pk,
+                    kind=kind,
+                    name=upload.original_name,
                     client_ip=client_ip,
-                    visible_to_merchant=True,
-                    payload={
-                        "document": document.pk,
-                        "kind": kind,
-                        "name": upload.original_name,
-                    },
                 )
             if message:
-                events.event_record(
-                    case=case,
-                    type=CaseEvent.Type.MESSAGE,
-                    actor="merchant",
-                    note=message,
-                    client_ip=client_ip,
-                    visible_to_merchant=True,
+                events.message_event(
+                    case=case, actor="merchant", note=message, client_ip=client_ip
                 )
             now = timezone.now()
             case.review_due_at = now + settings.CASE_REVIEW_DUE

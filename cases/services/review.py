@@ -34,7 +34,7 @@ from django_fsm import can_proceed
 
 from cases import events, roles
 from cases.actions import STAFF_ACTIONS
-from cases.models import ASSIGNABLE_STATES, Case, CaseEvent, CaseState, Document
+from cases.models import ASSIGNABLE_STATES, Case, CaseState, Document
 from cases.notifications import case_recipients, notification_queue
 from cases.services import execution
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
@@ -197,14 +197,11 @@ def case_assign(*, case_id: int, actor, assignee) -> Case:
         previous = case.assigned_to
         case.assigned_to = assignee
         case.save(update_fields=["assigned_to", "updated_at"])
-        events.event_record(
+        events.case_assigned_event(
             case=case,
-            type=CaseEvent.Type.ASSIGNED,
             actor=actor,
-            payload={
-                "from": previous.get_username() if previous else None,
-                "to": assignee.get_username(),
-            },
+            previous=previous.get_username() if previous else None,
+            assignee=assignee.get_username(),
         )
     return case
 
@@ -269,18 +266,15 @@ def document_review(
         document.save(
             update_fields=["review_status", "review_note", "reviewed_by", "reviewed_at"]
         )
-        events.event_record(
+        events.document_reviewed_event(
             case=case,
-            type=CaseEvent.Type.DOCUMENT_REVIEWED,
             actor=actor,
+            document_id=document.pk,
+            kind=document.kind,
+            name=document.original_name,
+            decision=document.review_status,
+            previous=previous,
             note=note,
-            payload={
-                "document_id": document.pk,
-                "kind": document.kind,
-                "name": document.original_name,
-                "decision": document.review_status,
-                "previous": previous,
-            },
         )
     return document
 
@@ -309,12 +303,5 @@ def case_fees_statement_set(*, case_id: int, actor, text: str) -> Case:
             return case
         case.fees_statement = text
         case.save(update_fields=["fees_statement", "updated_at"])
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.MESSAGE,
-            actor=actor,
-            note=text,
-            payload={"fees_statement": True},
-            visible_to_merchant=True,
-        )
+        events.fees_stated_event(case=case, actor=actor, text=text)
     return case

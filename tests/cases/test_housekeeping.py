@@ -248,7 +248,7 @@ def test_documents_purged_after_retention_keep_metadata_and_audit(settings):
         kept.refresh_from_db()
         assert kept.purged_at is None
         assert storage.exists(kept.file.name)
-    event = CaseEvent.objects.get(case=old, type=CaseEvent.Type.MESSAGE)
-    assert event.payload == {"action": "documents_purged", "documents": [old_doc.pk]}
+    event = CaseEvent.objects.get(case=old, type=CaseEvent.Type.DOCUMENTS_PURGED)
+    assert event.payload == {"documents": [old_doc.pk]}
     assert Case.objects.get(pk=old.pk).state == CaseState.COMPLETED
     assert Document.objects.count() == 3

@@ -567,7 +567,7 @@ def test_the_fees_statement_is_shown_to_the_merchant(reviewer):
     # then
     case.refresh_from_db()
     assert case.fees_statement == "设备回收费 ¥50"
-    event = CaseEvent.objects.get(case=case, type=CaseEvent.Type.MESSAGE)
+    event = CaseEvent.objects.get(case=case, type=CaseEvent.Type.FEES_STATED)
     assert event.visible_to_merchant is True
     assert event.note == "设备回收费 ¥50"
 
