@@ -32,28 +32,20 @@ import time
 from decimal import Decimal
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Importable once ROOT is on sys.path (the script runs as bench/<name>.py).
+from bench.report import database_create_if_missing  # noqa: E402
 
 DEPARTMENTS = "finance=fin@bench.example.com,sales=sales@bench.example.com"
 TRANSACTIONS_PER_TERMINAL = 3
 SAMPLE_FOR_QUERIES = 20
 
 
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
+def database_prepare(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet, and migrate it."""
+    database_create_if_missing(url)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
@@ -371,7 +363,7 @@ def main() -> None:
     os.environ["EMAIL_URL"] = "dummymail://"
     workdir = Path(tempfile.mkdtemp(prefix="bench-execution-"))
     os.environ["MEDIA_ROOT"] = str(workdir / "media")
-    ensure_database(database)
+    database_prepare(database)
 
     import django
 

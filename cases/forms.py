@@ -27,7 +27,6 @@ FILE_FIELDS = {
     "authorisation_letter": Document.Kind.AUTHORISATION_LETTER,
     "other_documents": Document.Kind.OTHER,
 }
-KIND_TO_FIELD = {kind: field for field, kind in FILE_FIELDS.items()}
 
 
 class MultipleFileInput(forms.ClearableFileInput):

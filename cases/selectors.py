@@ -245,8 +245,8 @@ def case_search_filter(*, term: str) -> Q:
     )
     if merchant_ids:
         # Resolve to case ids first: an OR over merchant_id makes the planner
-        # walk the due-date index and discard most rows (425 ms at 1M cases);
-        # a lookup by merchant then a sort of the few matches takes ~17 ms.
+        # walk the due-date index and discard most rows; a lookup by merchant
+        # then a sort of the few matches is cheap (figures: docs/benchmarks.md).
         merchant_case_ids = list(
             Case.objects.filter(merchant_id__in=merchant_ids)
             .order_by("review_due_at", "pk")
