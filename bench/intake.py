@@ -533,7 +533,7 @@ product's CPU per filing comes down.
    checks and the case transaction ({len(queries)} queries, each one ORM
    compile + a round trip); the multipart parse, which the ceiling pays too.
    Plan: measure again with a broker; keep the PDF checks; fold
-   `intake_check`'s lookups (merchant, bindings, open cases) into fewer
+   `case_filing_check`'s lookups (merchant, bindings, open cases) into fewer
    queries.
 3. With 1 and 2 the product would cost roughly 3× the ceiling, a ratio near
    0.3: the rest is the work the domain requires (PDF checks, registry

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from cases.models import Document, Reason, required_document_kinds
+from cases.services import intake
 from cases.uploads import CleanUpload, upload_clean, uploads_total_size
 from terminals import validators
 
@@ -330,8 +331,6 @@ class RequestForm(UploadsMixin, forms.Form):
     # --- cross-field rules ---------------------------------------------------
 
     def clean(self):
-        from cases.services import intake
-
         cleaned = super().clean()
         if self.errors:
             # Don't look anything up or inspect files while basic fields are wrong.
@@ -348,7 +347,7 @@ class RequestForm(UploadsMixin, forms.Form):
             )
 
         try:
-            found = intake.intake_check(
+            found = intake.case_filing_check(
                 merchant_id=cleaned["merchant_id"],
                 uscc=cleaned["uscc"],
                 legal_rep_name=cleaned["legal_rep_name"],

@@ -19,7 +19,8 @@ from django.db import DatabaseError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
-from cases.models import Case, Notification
+from cases import tasks
+from cases.models import Case, Document, Notification
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +100,10 @@ def notification_dispatch(*, notification_id: int) -> None:
 
     If the broker is down the row stays pending and the sweeper retries.
     """
-    from cases.tasks import send_notification_task
 
     def _send() -> None:
         try:
-            send_notification_task.delay(notification_id=notification_id)
+            tasks.notification_send_task.delay(notification_id=notification_id)
         except Exception:  # broker unreachable: the outbox sweeper re-queues
             logger.warning(
                 "broker unavailable; notification %s left for the sweeper",
@@ -163,8 +163,6 @@ def build_message(notification: Notification) -> EmailMultiAlternatives:
 
 
 def _attach_document(message: EmailMultiAlternatives, document_id: int) -> None:
-    from cases.models import Document
-
     document = Document.objects.filter(pk=document_id, purged_at__isnull=True).first()
     if document is None or not document.file:
         return

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -305,3 +306,18 @@ def case_actions_for_user(*, case: Case, user) -> CaseActions:
         else [],
         missing_kinds=[Document.Kind(k).label for k in sorted(required - present)],
     )
+
+
+def case_get_by_token(*, token: str) -> Case | None:
+    """Return the case whose tracking token is ``token``, with its merchant, or None."""
+    return Case.objects.select_related("merchant").by_token(token).first()
+
+
+def case_code_resend_wait_seconds(*, case: Case) -> int:
+    """Return how many seconds the merchant waits before a new code may be sent."""
+    if not case.code_sent_at:
+        return 0
+    left = (
+        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
+    )
+    return max(0, int(left / timedelta(seconds=1)))

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
 from cases.models import CaseEvent, CaseState
+from cases.selectors import case_code_resend_wait_seconds, case_get_by_token
 from cases.services import intake
 from cases.services.common import CaseActionError
 from cases.uploads import limit_upload_size
@@ -32,7 +33,7 @@ def _token_key(request: HttpRequest, kwargs: dict) -> list[str]:
 
 
 def _case_or_404(token: str):
-    case = intake.case_get_by_token(token=token)
+    case = case_get_by_token(token=token)
     if case is None:
         raise Http404
     return case
@@ -148,7 +149,7 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
             "token": token,
             "form": form,
             "locked": locked,
-            "resend_wait": intake.resend_wait_seconds(case),
+            "resend_wait": case_code_resend_wait_seconds(case=case),
         },
     )
 
@@ -268,7 +269,7 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
 def request_track(request: HttpRequest) -> HttpResponse:
     form = TrackForm(request.GET or None)
     if request.GET and form.is_valid():
-        case = intake.case_get_by_token(token=form.cleaned_data["link"])
+        case = case_get_by_token(token=form.cleaned_data["link"])
         if case is not None:
             return redirect("cases:detail", token=form.cleaned_data["link"])
         form.add_error(

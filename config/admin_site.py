@@ -89,12 +89,14 @@ class StaffAdminSite(admin.AdminSite):
     site_title = _("POS terminal unbinding")
 
     def login(self, request, extra_context=None):
+        # Imported here: config.security imports models (see the docstring).
         from config.security import StaffLoginForm
 
         self.login_form = StaffLoginForm
         return super().login(request, extra_context)
 
     def has_permission(self, request) -> bool:
+        # Imported here: config.security imports models (see the docstring).
         from config.security import otp_satisfied
 
         return super().has_permission(request) and otp_satisfied(request.user)
@@ -134,7 +136,7 @@ class StaffAdminConfig(AdminConfig):
 
     def ready(self) -> None:
         super().ready()
-        # Registers the deployment checks.
+        # Registers the deployment checks; imported once the apps are ready.
         from config import security
 
         security.admin_register_fixes(self.module.site)

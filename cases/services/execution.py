@@ -42,7 +42,7 @@ from django.db.models import F, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from cases import events, roles
+from cases import events, roles, tasks
 from cases.models import (
     Case,
     CaseState,
@@ -116,11 +116,10 @@ def execution_dispatch(*, case_id: int) -> None:
     If the broker is unreachable the case stays ``approved`` with
     ``execution_queued_at`` set, and the outbox sweeper queues it again.
     """
-    from cases.tasks import execute_case_task
 
     def _queue() -> None:
         try:
-            execute_case_task.delay(case_id=case_id)
+            tasks.case_execute_task.delay(case_id=case_id)
         except Exception:  # broker down: the sweeper picks the case up later
             logger.warning("broker unavailable; case %s left for the sweeper", case_id)
 

@@ -32,6 +32,7 @@ from cases.notifications import (
 )
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 from cases.services.execution import case_execution_requeue, cases_due
+from cases.services.intake import case_withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def info_requests_follow_up(*, now: datetime | None = None) -> dict[str, int]:
     after it; the case is withdrawn ``CASE_INFO_WITHDRAW_AFTER`` after it,
     with an event and the withdrawn notice.
     """
-    from cases.services.intake import case_withdraw
-
     now = now or timezone.now()
     waiting = Case.objects.filter(state=CaseState.INFO_REQUESTED)
     withdraw_ids = list(

@@ -5,7 +5,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -91,7 +90,7 @@ def _same_name(a: str, b: str) -> bool:
     return "".join(a.split()).casefold() == "".join(b.split()).casefold()
 
 
-def intake_check(
+def case_filing_check(
     *,
     merchant_id: str,
     uscc: str,
@@ -442,14 +441,6 @@ def case_token_for_submission(*, key: str) -> str | None:
     return case.tracking_token if case is not None else None
 
 
-def case_get_by_token(*, token: str) -> Case | None:
-    return (
-        Case.objects.select_related("merchant")
-        .filter(token_hash=hash_secret(token or ""))
-        .first()
-    )
-
-
 class VerificationResult:
     OK = "ok"
     WRONG = "wrong"
@@ -618,12 +609,3 @@ def case_withdraw(
                 dedupe_key=f"case:{case.pk}:withdrawn",
             )
     return case
-
-
-def resend_wait_seconds(case: Case) -> int:
-    if not case.code_sent_at:
-        return 0
-    left = (
-        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
-    )
-    return max(0, int(left / timedelta(seconds=1)))

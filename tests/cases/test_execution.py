@@ -419,7 +419,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     settings, monkeypatch, operations
 ):
     # given
-    from cases.tasks import execute_case_task
+    from cases.tasks import case_execute_task
 
     case = approved_case(terminals=1)
     retried = []
@@ -432,7 +432,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
         return RetryCalled()
 
     monkeypatch.setattr(execution, "case_execute", flaky)
-    monkeypatch.setattr(execute_case_task, "retry", fake_retry)
+    monkeypatch.setattr(case_execute_task, "retry", fake_retry)
     settings.EXECUTION_MAX_RETRIES = 3
     settings.EXECUTION_RETRY_BACKOFF = 2
     settings.EXECUTION_RETRY_BACKOFF_MAX = 300
@@ -440,7 +440,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     # when: a retry is still allowed
     before = timezone.now()
     with pytest.raises(RetryCalled):
-        run_task(execute_case_task, retries=2, case_id=case.pk)
+        run_task(case_execute_task, retries=2, case_id=case.pk)
 
     # then: backoff with jitter within 2 * 2**2 seconds, sweeper pushed back
     assert 1 <= retried[0] <= 8
@@ -449,7 +449,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     assert case.execution_queued_at > before
 
     # when: the retries ran out
-    result = run_task(execute_case_task, retries=3, case_id=case.pk)
+    result = run_task(case_execute_task, retries=3, case_id=case.pk)
 
     # then
     case.refresh_from_db()

@@ -44,19 +44,19 @@ class RetryCalled(Exception):
 def run_send_task(
     *, notification_id: int, retries: int, monkeypatch, countdowns: list
 ) -> None:
-    """Run send_notification_task's body as its ``retries``-th delivery."""
-    from cases.tasks import send_notification_task
+    """Run notification_send_task's body as its ``retries``-th delivery."""
+    from cases.tasks import notification_send_task
 
     def fake_retry(*, exc, countdown):
         countdowns.append(countdown)
         return RetryCalled()
 
-    monkeypatch.setattr(send_notification_task, "retry", fake_retry)
-    send_notification_task.push_request(retries=retries, is_eager=False)
+    monkeypatch.setattr(notification_send_task, "retry", fake_retry)
+    notification_send_task.push_request(retries=retries, is_eager=False)
     try:
-        send_notification_task.run(notification_id=notification_id)
+        notification_send_task.run(notification_id=notification_id)
     finally:
-        send_notification_task.pop_request()
+        notification_send_task.pop_request()
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
