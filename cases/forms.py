@@ -106,7 +106,7 @@ def _display_name(name: str) -> str:
     return name[:80] or "?"
 
 
-class RequestForm(UploadsMixin, forms.Form):
+class CaseFilingForm(UploadsMixin, forms.Form):
     """The public unbinding request (/requests/new/)."""
 
     submission_key = forms.CharField(widget=forms.HiddenInput, required=False)

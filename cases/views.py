@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
+from cases.forms import CaseFilingForm, RespondForm, TrackForm, VerifyForm
 from cases.models import CaseEvent, CaseState
 from cases.selectors import case_code_resend_wait_seconds, case_get_by_token
 from cases.services import intake
@@ -43,7 +43,7 @@ def _case_or_404(token: str):
 @require_http_methods(["GET", "POST"])
 @throttle("request_new", methods=("POST",), extra_keys=_merchant_key)
 @limit_upload_size
-def request_new(request: HttpRequest) -> HttpResponse:
+def case_file_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         # The same form posted again (double click, retry) leads to its first case.
         token = intake.case_token_for_submission(
@@ -51,7 +51,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
         )
         if token:
             return redirect("cases:verify", token=token)
-        form = RequestForm(request.POST, request.FILES)
+        form = CaseFilingForm(request.POST, request.FILES)
         if form.is_valid():
             data = form.cleaned_data
             filing = intake.CaseFiling(
@@ -80,7 +80,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 return redirect("cases:verify", token=token)
         form.discard_uploads()
     else:
-        form = RequestForm(
+        form = CaseFilingForm(
             initial={
                 "submission_key": secrets.token_hex(16),
                 "applicant_is_legal_rep": True,
@@ -103,7 +103,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @throttle("verify", methods=("POST",), extra_keys=_token_key)
-def request_verify(request: HttpRequest, token: str) -> HttpResponse:
+def case_verify_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if case.state != CaseState.PENDING_VERIFICATION:
         return redirect("cases:detail", token=token)
@@ -160,7 +160,7 @@ def _max_attempts() -> int:
 
 @require_POST
 @throttle("resend", extra_keys=_token_key)
-def request_resend(request: HttpRequest, token: str) -> HttpResponse:
+def case_code_resend_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     try:
         sent = intake.case_resend_code(case_id=case.pk, client_ip=client_ip(request))
@@ -210,7 +210,7 @@ def _detail_context(case, token: str, respond_form=None) -> dict:
 @never_cache
 @require_http_methods(["GET"])
 @throttle("tracking")
-def request_detail(request: HttpRequest, token: str) -> HttpResponse:
+def case_detail_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     return render(request, "cases/case_detail.html", _detail_context(case, token))
 
@@ -218,7 +218,7 @@ def request_detail(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 @throttle("tracking", extra_keys=_token_key)
 @limit_upload_size
-def request_respond(request: HttpRequest, token: str) -> HttpResponse:
+def case_respond_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if case.state != CaseState.INFO_REQUESTED:
         messages.error(request, _("This request is not waiting for your answer."))
@@ -245,7 +245,7 @@ def request_respond(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @throttle("tracking", methods=("POST",), extra_keys=_token_key)
-def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
+def case_withdraw_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if request.method == "GET":
         return render(
@@ -266,7 +266,7 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET"])
 @throttle("tracking")
-def request_track(request: HttpRequest) -> HttpResponse:
+def case_track_view(request: HttpRequest) -> HttpResponse:
     form = TrackForm(request.GET or None)
     if request.GET and form.is_valid():
         case = case_get_by_token(token=form.cleaned_data["link"])
