@@ -3,14 +3,14 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from cases.admin.common import _state_label
+from cases.admin.common import CaseReferenceSearchMixin, _state_label
 from cases.admin.queue import EstimatedCountPaginator
 from cases.models import CaseEvent
 from config.admin_site import ReadOnlyAdminMixin
 
 
 @admin.register(CaseEvent)
-class CaseEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CaseEventAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit trail: readable, never added to, changed or deleted here."""
 
     list_display = (
@@ -54,9 +54,3 @@ class CaseEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
     )
     fields = readonly_fields
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(case__reference=term.upper()), False

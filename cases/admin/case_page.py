@@ -17,6 +17,7 @@ from cases.admin.common import (
     _format_dt,
     _message_of,
     _refused,
+    _service_answer,
     _state_label,
 )
 from cases.admin.export import case_csv_response
@@ -449,15 +450,15 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponse(status=405, headers={"Allow": "POST"})
         case = self._case_or_404(request, object_id)
-        try:
-            case_assign(case_id=case.pk, actor=request.user, assignee=request.user)
-        except PermissionDenied as exc:
-            return _refused(request, message=_message_of(exc), case=case)
-        except CaseActionError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, _("The case is assigned to you."))
-        return HttpResponseRedirect(self._change_url(case.pk))
+        return _service_answer(
+            request,
+            call=lambda: case_assign(
+                case_id=case.pk, actor=request.user, assignee=request.user
+            ),
+            case=case,
+            success=_("The case is assigned to you."),
+            back=self._change_url(case.pk),
+        )
 
     def fees_view(self, request, object_id):
         """POST: state the fees to the merchant."""
@@ -468,16 +469,14 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not form.is_valid():
             messages.error(request, _("The fees statement is too long."))
             return HttpResponseRedirect(self._change_url(case.pk))
-        try:
-            case_fees_statement_set(
+        return _service_answer(
+            request,
+            call=lambda: case_fees_statement_set(
                 case_id=case.pk,
                 actor=request.user,
                 text=form.cleaned_data["fees_statement"],
-            )
-        except PermissionDenied as exc:
-            return _refused(request, message=_message_of(exc), case=case)
-        except CaseActionError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(request, _("The fees statement is saved."))
-        return HttpResponseRedirect(self._change_url(case.pk))
+            ),
+            case=case,
+            success=_("The fees statement is saved."),
+            back=self._change_url(case.pk),
+        )

@@ -11,9 +11,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from cases.admin.common import _message_of, _refused
+from cases.admin.common import CaseReferenceSearchMixin, _service_answer
 from cases.models import Document
-from cases.services.common import CaseActionError
 from cases.services.review import DocumentDecision, document_review
 from config.admin_site import ReadOnlyAdminMixin
 
@@ -24,7 +23,7 @@ class DocumentReviewForm(forms.Form):
 
 
 @admin.register(Document)
-class DocumentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DocumentAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "original_name",
         "kind",
@@ -54,12 +53,6 @@ class DocumentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "download_link",
     )
     fields = readonly_fields
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(case__reference=term.upper()), False
 
     @admin.display(description=_("file"))
     def download_link(self, obj: Document):
@@ -95,29 +88,23 @@ class DocumentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not form.is_valid():
             messages.error(request, _("Choose accept or reject."))
             return HttpResponseRedirect(back + "#documents")
-        try:
-            document_review(
+        decision = form.cleaned_data["decision"]
+        return _service_answer(
+            request,
+            call=lambda: document_review(
                 document_id=document.pk,
-                decision=form.cleaned_data["decision"],
+                decision=decision,
                 note=form.cleaned_data["note"],
                 actor=request.user,
-            )
-        except PermissionDenied as exc:
-            return _refused(request, message=_message_of(exc), case=document.case)
-        except CaseActionError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(
-                request,
-                _("“%(name)s”: %(decision)s.")
-                % {
-                    "name": document.original_name,
-                    "decision": dict(DocumentDecision.CHOICES)[
-                        form.cleaned_data["decision"]
-                    ],
-                },
-            )
-        return HttpResponseRedirect(back + "#documents")
+            ),
+            case=document.case,
+            success=_("“%(name)s”: %(decision)s.")
+            % {
+                "name": document.original_name,
+                "decision": dict(DocumentDecision.CHOICES)[decision],
+            },
+            back=back + "#documents",
+        )
 
     def download_view(self, request, object_id):
         """Hand out the stored file to staff allowed to view documents.

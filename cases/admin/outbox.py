@@ -246,11 +246,14 @@ class NotificationAdmin(admin.ModelAdmin):
             request, "admin/cases/notification/preview_index.html", context
         )
 
-    def preview(self, request: HttpRequest, kind: str, language: str):
+    def _preview_render(
+        self, request: HttpRequest, kind: str, language: str
+    ) -> tuple[str, str, str]:
         self._check_preview(request, kind, language)
-        subject, text, _html = render_notification(
-            sample_notification(kind=kind, language=language)
-        )
+        return render_notification(sample_notification(kind=kind, language=language))
+
+    def preview(self, request: HttpRequest, kind: str, language: str):
+        subject, text, _html = self._preview_render(request, kind, language)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -269,10 +272,7 @@ class NotificationAdmin(admin.ModelAdmin):
         )
 
     def preview_html(self, request: HttpRequest, kind: str, language: str):
-        self._check_preview(request, kind, language)
-        _subject, _text, html = render_notification(
-            sample_notification(kind=kind, language=language)
-        )
+        _subject, _text, html = self._preview_render(request, kind, language)
         return HttpResponse(html, content_type="text/html; charset=utf-8")
 
 

@@ -166,19 +166,23 @@ def test_a_pending_verification_code_is_not_readable_in_the_notification_admin(
     assert all(_refused(r) for r in filters)
 
 
-def test_an_auditor_also_in_operations_cannot_resend_a_notice(
-    client, operations, django_capture_on_commit_callbacks
-):
-    # given: one user in both groups; the services refuse an auditor whatever else
-    operations.groups.add(Group.objects.get(name=roles.AUDITOR))
+def _failed_notice() -> Notification:
     case = factories.CaseFactory(state="completed")
-    notification = Notification.objects.create(
+    return Notification.objects.create(
         kind=Notification.Kind.COMPLETED,
         recipients=["merchant@shop.example.com"],
         case=case,
         status=Notification.Status.FAILED,
         dedupe_key=f"case:{case.pk}:completed",
     )
+
+
+def test_an_auditor_also_in_operations_cannot_resend_a_notice(
+    client, operations, django_capture_on_commit_callbacks
+):
+    # given: one user in both groups; the services refuse an auditor whatever else
+    operations.groups.add(Group.objects.get(name=roles.AUDITOR))
+    notification = _failed_notice()
     client.force_login(operations)
 
     # when
@@ -201,14 +205,7 @@ def test_operations_alone_can_still_resend_a_notice(
     client, operations, django_capture_on_commit_callbacks
 ):
     # given
-    case = factories.CaseFactory(state="completed")
-    notification = Notification.objects.create(
-        kind=Notification.Kind.COMPLETED,
-        recipients=["merchant@shop.example.com"],
-        case=case,
-        status=Notification.Status.FAILED,
-        dedupe_key=f"case:{case.pk}:completed",
-    )
+    notification = _failed_notice()
     client.force_login(operations)
 
     # when
