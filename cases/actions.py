@@ -101,6 +101,16 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
             notifies="info_requested",
         ),
         StaffAction(
+            name="release",
+            label=_("Release to the queue"),
+            effect=_(
+                "The case goes back to the queue unassigned, for any reviewer to "
+                "start. The documents you reviewed keep their decisions."
+            ),
+            assignee_only=True,
+            sets=lambda *, actor, now, note: {"assigned_to": None},
+        ),
+        StaffAction(
             name="recommend",
             label=_("Recommend approval"),
             effect=_(

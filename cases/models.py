@@ -380,6 +380,15 @@ class Case(models.Model):
         """Ask the merchant for more information or documents."""
 
     @transition(
+        field=state,
+        source=CaseState.IN_REVIEW,
+        target=CaseState.SUBMITTED,
+        permission=staff_action_permission("release"),
+    )
+    def release(self) -> None:
+        """The reviewer puts the case back in the queue, unassigned."""
+
+    @transition(
         field=state, source=CaseState.INFO_REQUESTED, target=CaseState.SUBMITTED
     )
     def respond(self) -> None:

@@ -26,6 +26,7 @@ TARGET = {
     "request_info": CaseState.INFO_REQUESTED,
     "recommend": CaseState.AWAITING_APPROVAL,
     "send_back": CaseState.IN_REVIEW,
+    "release": CaseState.SUBMITTED,
     "approve": CaseState.APPROVED,
     "reject": CaseState.REJECTED,
     "retry": CaseState.APPROVED,
@@ -43,7 +44,7 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
     if name == "start_review":
         # Assigned (back from the merchant): its reviewer picks it up again.
         return state == CaseState.SUBMITTED and role == "reviewer"
-    if name in ("request_info", "recommend"):
+    if name in ("request_info", "recommend", "release"):
         return state == CaseState.IN_REVIEW and role == "reviewer"
     if name == "reject":
         return (state == CaseState.IN_REVIEW and role == "reviewer") or (
