@@ -186,7 +186,7 @@ def approve_and_queue(case_ids: list[int]) -> dict[str, float]:
     from django.utils import timezone
 
     from cases.models import Case
-    from cases.services.execution import execution_dispatch
+    from cases.services.execution import case_execution_dispatch
 
     approved: dict[str, float] = {}
     for case_id in case_ids:
@@ -195,7 +195,7 @@ def approve_and_queue(case_ids: list[int]) -> dict[str, float]:
             Case.objects.filter(pk=case_id).update(
                 approved_at=now, execution_queued_at=now
             )
-            execution_dispatch(case_id=case_id)
+            case_execution_dispatch(case_id=case_id)
         approved[f"UB-BENCH-{case_id:06d}"] = now.timestamp()
     return approved
 

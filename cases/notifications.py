@@ -114,7 +114,7 @@ def notification_dispatch(*, notification_id: int) -> None:
     transaction.on_commit(_send)
 
 
-def render_notification(notification: Notification) -> tuple[str, str, str]:
+def notification_render(notification: Notification) -> tuple[str, str, str]:
     """Return (subject, text, html) of a notice in its language."""
     context = {
         "notification": notification,
@@ -147,8 +147,8 @@ def _overdue_cases(context: dict) -> list[Case]:
     )
 
 
-def build_message(notification: Notification) -> EmailMultiAlternatives:
-    subject, text, html = render_notification(notification)
+def notification_message_build(notification: Notification) -> EmailMultiAlternatives:
+    subject, text, html = notification_render(notification)
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,
@@ -188,7 +188,7 @@ def notification_send(*, notification_id: int) -> bool:
             return False
         notification.attempts += 1
         try:
-            message = build_message(notification)
+            message = notification_message_build(notification)
             message.send(fail_silently=False)
         except Exception as exc:  # SMTP, socket and template errors alike
             error = exc

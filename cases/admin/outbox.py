@@ -25,7 +25,7 @@ from django.utils.translation import ngettext
 
 from cases import roles
 from cases.models import Case, CaseTerminal, ExecutionStep, Notification
-from cases.notifications import notification_resend, render_notification
+from cases.notifications import notification_render, notification_resend
 from config.admin_site import ReadOnlyAdminMixin
 from terminals.masking import mask_email
 from terminals.models import Merchant, Terminal
@@ -250,7 +250,7 @@ class NotificationAdmin(admin.ModelAdmin):
         self, request: HttpRequest, kind: str, language: str
     ) -> tuple[str, str, str]:
         self._check_preview(request, kind, language)
-        return render_notification(sample_notification(kind=kind, language=language))
+        return notification_render(sample_notification(kind=kind, language=language))
 
     def preview(self, request: HttpRequest, kind: str, language: str):
         subject, text, _html = self._preview_render(request, kind, language)

@@ -110,7 +110,7 @@ class ExecutionError(Exception):
     """A step cannot be carried out; the case fails at that step."""
 
 
-def execution_dispatch(*, case_id: int) -> None:
+def case_execution_dispatch(*, case_id: int) -> None:
     """Queue the execution of an approved case after the current transaction commits.
 
     If the broker is unreachable the case stays ``approved`` with
@@ -356,7 +356,7 @@ def _step_settle(
     }
 
 
-def export_storage_name(case: Case) -> str:
+def case_export_storage_name(case: Case) -> str:
     """Deterministic storage name: a rerun after a crash overwrites, never duplicates."""
     return f"cases/exports/{case.pk}/transactions-{case.reference or case.pk}.csv"
 
@@ -386,7 +386,7 @@ def _step_export(
         .iterator(chunk_size=EXPORT_CHUNK_SIZE)
     )
     storage = Document._meta.get_field("file").storage
-    name = export_storage_name(case)
+    name = case_export_storage_name(case)
     count = 0
     digest = hashlib.sha256()
     with tempfile.TemporaryFile() as raw:
@@ -651,5 +651,5 @@ def case_execution_requeue(*, case_id: int) -> bool:
             pk=case_id, state__in=[CaseState.APPROVED, CaseState.EXECUTING]
         ).update(execution_queued_at=timezone.now())
         if updated:
-            execution_dispatch(case_id=case_id)
+            case_execution_dispatch(case_id=case_id)
     return bool(updated)

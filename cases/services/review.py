@@ -159,7 +159,7 @@ def case_transition(
                 dedupe_key=f"case:{case.pk}:{action.notifies}:{event.pk}",
             )
         if action.starts_execution:
-            execution.execution_dispatch(case_id=case.pk)
+            execution.case_execution_dispatch(case_id=case.pk)
     return case
 
 

@@ -355,7 +355,7 @@ def test_export_left_by_a_crash_before_commit_is_replaced_not_duplicated():
     # given: a file written by a run that died before committing its row
     case = approved_case(terminals=1)
     storage = Document._meta.get_field("file").storage
-    name = execution.export_storage_name(case)
+    name = execution.case_export_storage_name(case)
     storage.save(name, io.BytesIO(b"partial"))
     terminals = [link.terminal for link in case.case_terminals.all()]
 

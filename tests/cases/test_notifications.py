@@ -15,9 +15,9 @@ from cases.models import Notification
 from cases.notifications import (
     NotificationDeliveryError,
     notification_queue,
+    notification_render,
     notification_resend,
     notification_send,
-    render_notification,
 )
 from terminals.masking import mask_email
 from tests import factories
@@ -66,7 +66,7 @@ def test_every_template_renders_both_parts_with_the_reference(kind, language):
     notification = sample_notification(kind=kind, language=language)
 
     # when
-    subject, text, html = render_notification(notification)
+    subject, text, html = notification_render(notification)
 
     # then
     assert subject

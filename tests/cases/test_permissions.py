@@ -60,7 +60,7 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
 @pytest.fixture
 def no_execution(monkeypatch):
     monkeypatch.setattr(
-        "cases.services.execution.execution_dispatch", lambda *, case_id: None
+        "cases.services.execution.case_execution_dispatch", lambda *, case_id: None
     )
 
 

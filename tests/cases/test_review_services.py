@@ -29,7 +29,7 @@ def dispatched(monkeypatch):
     """Record execution dispatches instead of queuing the real execution."""
     calls: list[int] = []
     monkeypatch.setattr(
-        "cases.services.execution.execution_dispatch",
+        "cases.services.execution.case_execution_dispatch",
         lambda *, case_id: calls.append(case_id),
     )
     return calls
