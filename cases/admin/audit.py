@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from cases.admin.common import CaseReferenceSearchMixin, _state_label
+from cases.admin.common import CaseReferenceSearchMixin, state_label
 from cases.admin.queue import EstimatedCountPaginator
 from cases.models import CaseEvent
 from config.admin_site import ReadOnlyAdminMixin
@@ -27,11 +27,11 @@ class CaseEventAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAd
 
     @admin.display(description=_("from"), ordering="from_state")
     def from_state_label(self, event):
-        return _state_label(event.from_state) if event.from_state else ""
+        return state_label(event.from_state) if event.from_state else ""
 
     @admin.display(description=_("to"), ordering="to_state")
     def to_state_label(self, event):
-        return _state_label(event.to_state) if event.to_state else ""
+        return state_label(event.to_state) if event.to_state else ""
 
     list_select_related = ("case",)
     search_fields = ("case__reference",)

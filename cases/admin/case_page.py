@@ -14,11 +14,11 @@ from cases import roles
 from cases.actions import STAFF_ACTIONS
 from cases.admin.common import (
     _client_ip,
-    _format_dt,
-    _message_of,
-    _refused,
-    _service_answer,
-    _state_label,
+    datetime_short,
+    exception_message,
+    refused_response,
+    service_answer,
+    state_label,
 )
 from cases.admin.export import case_csv_response
 from cases.admin.outbox import ExecutionStepInline, NotificationInline
@@ -50,8 +50,8 @@ def _timeline(case: Case) -> list[CaseEvent]:
     """Every event of the case, oldest first, with states and steps in words."""
     events = list(case.events.select_related("actor").order_by("created_at", "pk"))
     for event in events:
-        event.from_label = _state_label(event.from_state) if event.from_state else ""
-        event.to_label = _state_label(event.to_state) if event.to_state else ""
+        event.from_label = state_label(event.from_state) if event.from_state else ""
+        event.to_label = state_label(event.to_state) if event.to_state else ""
         action = STAFF_ACTIONS.get(event.transition)
         event.transition_label = action.label if action else event.transition
     return events
@@ -246,7 +246,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def review_due(self, obj: Case):
         if not obj.review_due_at:
             return "—"
-        text = _format_dt(obj.review_due_at)
+        text = datetime_short(obj.review_due_at)
         if obj.is_overdue:
             return format_html(
                 '<span class="case-overdue">{} · {}</span>', text, _("overdue")
@@ -280,7 +280,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             try:
                 case_assign(case_id=case_id, actor=request.user, assignee=request.user)
             except (CaseActionError, PermissionDenied) as exc:
-                reason = getattr(exc, "message", None) or _message_of(exc)
+                reason = getattr(exc, "message", None) or exception_message(exc)
                 refused.append(f"{reference}: {reason}")
             else:
                 done += 1
@@ -390,7 +390,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         try:
             case_transition_check(case=case, name=name, actor=request.user)
         except PermissionDenied as exc:
-            return _refused(request, message=_message_of(exc), case=case)
+            return refused_response(request, message=exception_message(exc), case=case)
         except CaseActionError as exc:
             messages.error(request, exc.message)
             return HttpResponseRedirect(change_url)
@@ -407,7 +407,9 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                         client_ip=_client_ip(request),
                     )
                 except PermissionDenied as exc:
-                    return _refused(request, message=_message_of(exc), case=case)
+                    return refused_response(
+                        request, message=exception_message(exc), case=case
+                    )
                 except CaseActionError as exc:
                     messages.error(request, exc.message)
                     return HttpResponseRedirect(change_url)
@@ -450,7 +452,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponse(status=405, headers={"Allow": "POST"})
         case = self._case_or_404(request, object_id)
-        return _service_answer(
+        return service_answer(
             request,
             call=lambda: case_assign(
                 case_id=case.pk, actor=request.user, assignee=request.user
@@ -469,7 +471,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not form.is_valid():
             messages.error(request, _("The fees statement is too long."))
             return HttpResponseRedirect(self._change_url(case.pk))
-        return _service_answer(
+        return service_answer(
             request,
             call=lambda: case_fees_statement_set(
                 case_id=case.pk,

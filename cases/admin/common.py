@@ -15,7 +15,7 @@ def _client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _refused(request: HttpRequest, *, message, case: Case | None = None):
+def refused_response(request: HttpRequest, *, message, case: Case | None = None):
     """Answer 403 with the reason in words; nothing was changed."""
     return TemplateResponse(
         request,
@@ -30,22 +30,22 @@ def _refused(request: HttpRequest, *, message, case: Case | None = None):
     )
 
 
-def _message_of(exc: PermissionDenied) -> str:
+def exception_message(exc: PermissionDenied) -> str:
     return str(exc.args[0]) if exc.args else str(_("You are not allowed to do this."))
 
 
-def _state_label(value: str) -> str:
+def state_label(value: str) -> str:
     try:
         return str(CaseState(value).label)
     except ValueError:
         return value
 
 
-def _format_dt(value) -> str:
+def datetime_short(value) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
-def _service_answer(
+def service_answer(
     request: HttpRequest, *, call, case: Case, success, back: str
 ) -> HttpResponse:
     """Run ``call`` (one service call) and answer as every staff screen does.
@@ -57,7 +57,7 @@ def _service_answer(
     try:
         call()
     except PermissionDenied as exc:
-        return _refused(request, message=_message_of(exc), case=case)
+        return refused_response(request, message=exception_message(exc), case=case)
     except CaseActionError as exc:
         messages.error(request, exc.message)
     else:

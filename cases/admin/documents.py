@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from cases.admin.common import CaseReferenceSearchMixin, _service_answer
+from cases.admin.common import CaseReferenceSearchMixin, service_answer
 from cases.models import Document
 from cases.services.review import DocumentDecision, document_review
 from config.admin_site import ReadOnlyAdminMixin
@@ -89,7 +89,7 @@ class DocumentAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdm
             messages.error(request, _("Choose accept or reject."))
             return HttpResponseRedirect(back + "#documents")
         decision = form.cleaned_data["decision"]
-        return _service_answer(
+        return service_answer(
             request,
             call=lambda: document_review(
                 document_id=document.pk,

@@ -7,7 +7,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from cases.admin.common import _format_dt
+from cases.admin.common import datetime_short
 from terminals.masking import mask_email, mask_phone
 
 
@@ -69,9 +69,9 @@ def _csv_rows(queryset) -> Iterator[list[str]]:
                 if case.replacement_terminal
                 else "",
                 case.assigned_to.get_username() if case.assigned_to else "",
-                _format_dt(case.submitted_at),
-                _format_dt(case.review_due_at),
-                _format_dt(case.closed_at),
+                datetime_short(case.submitted_at),
+                datetime_short(case.review_due_at),
+                datetime_short(case.closed_at),
             )
         ]
 
