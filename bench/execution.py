@@ -32,28 +32,20 @@ import time
 from decimal import Decimal
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Importable once ROOT is on sys.path (the script runs as bench/<name>.py).
+from bench.report import database_create_if_missing  # noqa: E402
 
 DEPARTMENTS = "finance=fin@bench.example.com,sales=sales@bench.example.com"
 TRANSACTIONS_PER_TERMINAL = 3
 SAMPLE_FOR_QUERIES = 20
 
 
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
+def database_prepare(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist yet, and migrate it."""
+    database_create_if_missing(url)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
@@ -109,7 +101,8 @@ def create_cases(count: int, *, offset: int) -> list[int]:
     from django.db import transaction
     from django.utils import timezone
 
-    from cases.models import Case, CaseTerminal, hash_secret, token_for_salt
+    from cases.models import Case, CaseTerminal
+    from cases.tokens import tracking_token_fields
     from terminals import identifiers
     from terminals.models import Binding, Merchant, Terminal, Transaction
 
@@ -163,8 +156,7 @@ def create_cases(count: int, *, offset: int) -> list[int]:
             salt = f"{n:032x}"
             case = Case(
                 reference=f"UB-BENCH-{n:06d}",
-                token_salt=salt,
-                token_hash=hash_secret(token_for_salt(salt)),
+                **tracking_token_fields(salt),
                 merchant=merchant,
                 uscc=merchant.uscc,
                 legal_rep_name=merchant.legal_rep_name,
@@ -175,8 +167,8 @@ def create_cases(count: int, *, offset: int) -> list[int]:
                 language="zh-hans",
                 submitted_at=now,
                 review_due_at=now + timedelta(days=3),
+                state="approved",
             )
-            case.__dict__["state"] = "approved"
             cases.append(case)
         cases = Case.objects.bulk_create(cases)
         CaseTerminal.objects.bulk_create(
@@ -194,7 +186,7 @@ def approve_and_queue(case_ids: list[int]) -> dict[str, float]:
     from django.utils import timezone
 
     from cases.models import Case
-    from cases.services.execution import execution_dispatch
+    from cases.services.execution import case_execution_dispatch
 
     approved: dict[str, float] = {}
     for case_id in case_ids:
@@ -203,7 +195,7 @@ def approve_and_queue(case_ids: list[int]) -> dict[str, float]:
             Case.objects.filter(pk=case_id).update(
                 approved_at=now, execution_queued_at=now
             )
-            execution_dispatch(case_id=case_id)
+            case_execution_dispatch(case_id=case_id)
         approved[f"UB-BENCH-{case_id:06d}"] = now.timestamp()
     return approved
 
@@ -371,7 +363,7 @@ def main() -> None:
     os.environ["EMAIL_URL"] = "dummymail://"
     workdir = Path(tempfile.mkdtemp(prefix="bench-execution-"))
     os.environ["MEDIA_ROOT"] = str(workdir / "media")
-    ensure_database(database)
+    database_prepare(database)
 
     import django
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Importable once ROOT is on sys.path (the script runs as bench/<name>.py).
+from bench.report import database_create_if_missing  # noqa: E402
 
 # Transactions are spread over the first terminals, a few per terminal.
 TRANSACTIONS_PER_TERMINAL = 5
@@ -80,13 +82,6 @@ def generate(path: Path, *, terminals: int, merchants: int, transactions: int) -
     }
     with path.open("w", encoding="utf-8") as handle:
         json.dump(data, handle, ensure_ascii=False)
-
-
-def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist yet."""
-    from bench.report import database_create_if_missing
-
-    database_create_if_missing(url)
 
 
 def peak_rss_kib() -> int:
@@ -170,7 +165,7 @@ def main() -> None:
     transactions = (
         args.transactions if args.transactions is not None else args.terminals // 2
     )
-    ensure_database(url)
+    database_create_if_missing(url)
 
     import django
 

@@ -48,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Importable once ROOT is on sys.path (the script runs as bench/<name>.py).
+from bench.report import database_create_if_missing  # noqa: E402
 
 GOAL = 0.7
 PDF_SIZE = 200 * 1024
@@ -84,13 +86,6 @@ def environment(media_root: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
     }
     return env
-
-
-def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist yet."""
-    from bench.report import database_create_if_missing
-
-    database_create_if_missing(url)
 
 
 # --- data ---------------------------------------------------------------------------
@@ -538,7 +533,7 @@ product's CPU per filing comes down.
    checks and the case transaction ({len(queries)} queries, each one ORM
    compile + a round trip); the multipart parse, which the ceiling pays too.
    Plan: measure again with a broker; keep the PDF checks; fold
-   `intake_check`'s lookups (merchant, bindings, open cases) into fewer
+   `case_filing_check`'s lookups (merchant, bindings, open cases) into fewer
    queries.
 3. With 1 and 2 the product would cost roughly 3× the ceiling, a ratio near
    0.3: the rest is the work the domain requires (PDF checks, registry
@@ -584,7 +579,7 @@ def main() -> None:
         sys.exit(
             "set DATABASE_URL to a PostgreSQL database, e.g. .../unbinding_bench_intake"
         )
-    ensure_database(url)
+    database_create_if_missing(url)
     media = tempfile.TemporaryDirectory(prefix="bench-intake-")
     env = environment(media.name)
     os.environ.update(env)

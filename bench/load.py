@@ -417,9 +417,10 @@ def main() -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     os.environ["MEDIA_ROOT"] = str(workdir / "documents")
-    from bench.execution import ensure_database
+    # Imported late, like django below: the environment above is read at import.
+    from bench.execution import database_prepare
 
-    ensure_database(database)
+    database_prepare(database)
 
     import django
 

@@ -37,6 +37,8 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Importable once ROOT is on sys.path (the script runs as bench/<name>.py).
+from bench.report import database_create_if_missing  # noqa: E402
 
 MERCHANTS = 100_000
 REVIEWERS = 5
@@ -278,13 +280,6 @@ LOADED_TABLES = (
     "terminals_terminal",
     "terminals_binding",
 )
-
-
-def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist yet."""
-    from bench.report import database_create_if_missing
-
-    database_create_if_missing(url)
 
 
 # --- data ---------------------------------------------------------------------------
@@ -832,7 +827,7 @@ def main() -> None:
         sys.exit(
             "set DATABASE_URL to a PostgreSQL database, e.g. .../unbinding_bench_queue"
         )
-    ensure_database(url)
+    database_create_if_missing(url)
 
     import django
 

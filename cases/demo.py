@@ -18,13 +18,11 @@ from django.utils import timezone
 from cases import events, roles
 from cases.models import (
     Case,
-    CaseEvent,
     CaseState,
     CaseTerminal,
     Document,
-    hash_secret,
-    token_for_salt,
 )
+from cases.tokens import tracking_token_fields
 from terminals import identifiers
 from terminals.models import Binding, Merchant, Terminal, Transaction
 
@@ -210,8 +208,7 @@ def _cases(merchants: list[Merchant], now) -> int:
             continue
         filed_at = now - timedelta(days=len(CASE_STATES) - index, hours=index)
         case = Case(
-            token_salt=salt,
-            token_hash=hash_secret(token_for_salt(salt)),
+            **tracking_token_fields(salt),
             merchant=merchant,
             uscc=merchant.uscc,
             legal_rep_name=merchant.legal_rep_name,
@@ -224,8 +221,8 @@ def _cases(merchants: list[Merchant], now) -> int:
             close_account=close_account,
             replacement_terminal=stock.pop(0) if replacement else None,
             language="zh-hans",
+            state=state,  # demo data is placed directly in its state
         )
-        case.__dict__["state"] = state  # demo data is placed directly in its state
         case.save()
         verified = state not in (CaseState.PENDING_VERIFICATION, CaseState.EXPIRED)
         Case.objects.filter(pk=case.pk).update(
@@ -299,24 +296,9 @@ def _cases(merchants: list[Merchant], now) -> int:
                 reviewed_by=reviewer if accepted else None,
                 reviewed_at=now if accepted else None,
             )
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.FILED,
-            actor="merchant",
-            visible_to_merchant=True,
-            to_state=CaseState.PENDING_VERIFICATION,
+        events.demo_case_placed_events(
+            case=case, from_state=CaseState.PENDING_VERIFICATION
         )
-        if state != CaseState.PENDING_VERIFICATION:
-            events.event_record(
-                case=case,
-                type=CaseEvent.Type.TRANSITION,
-                actor=None,
-                visible_to_merchant=True,
-                from_state=CaseState.PENDING_VERIFICATION,
-                to_state=state,
-                transition="seed_demo",
-                note="demo data",
-            )
         created += 1
     return created
 
@@ -435,8 +417,7 @@ def _case_for(
     if not terminals:
         return 0
     case = Case(
-        token_salt=salt,
-        token_hash=hash_secret(token_for_salt(salt)),
+        **tracking_token_fields(salt),
         merchant=merchant,
         uscc=merchant.uscc or "",
         legal_rep_name=merchant.legal_rep_name,
@@ -479,24 +460,7 @@ def _case_for(
             reviewed_by=reviewer if accepted else None,
             reviewed_at=now if accepted else None,
         )
-    events.event_record(
-        case=case,
-        type=CaseEvent.Type.FILED,
-        actor="merchant",
-        visible_to_merchant=True,
-        to_state=CaseState.PENDING_VERIFICATION,
-        payload={"terminals": [t.serial_number for t in terminals]},
-    )
-    events.event_record(
-        case=case,
-        type=CaseEvent.Type.TRANSITION,
-        actor=None,
-        visible_to_merchant=True,
-        from_state=CaseState.PENDING_VERIFICATION,
-        to_state=state,
-        transition="seed_demo",
-        note="demo data",
-    )
+    events.demo_case_placed_events(case=case, from_state=CaseState.PENDING_VERIFICATION)
     return 1
 
 

@@ -1,8 +1,12 @@
-"""Audit events: one small function per kind of entry, the only writers of CaseEvent.
+"""Audit events: one function per kind of entry, the only writers of CaseEvent.
 
-Call them inside the transaction of the change they record.
+As Saleor's ``order/events.py``: each function names the payload of its kind
+in its signature and returns the event it inserted. Call them inside the
+transaction of the change they record. ``actor`` is a staff user,
+``"merchant"`` or None (the system).
 """
 
+from decimal import Decimal
 from typing import Any
 
 from cases.models import Case, CaseEvent
@@ -28,7 +32,7 @@ def _actor_fields(actor) -> dict[str, Any]:
     }
 
 
-def event_record(
+def _event_insert(
     *,
     case: Case,
     type: str,
@@ -41,7 +45,6 @@ def event_record(
     to_state: str = "",
     transition: str = "",
 ) -> CaseEvent:
-    """Insert one audit event. ``actor`` is a staff user, ``"merchant"`` or None (system)."""
     return CaseEvent.objects.create(
         case=case,
         type=type,
@@ -53,6 +56,76 @@ def event_record(
         to_state=to_state,
         transition=transition,
         **_actor_fields(actor),
+    )
+
+
+def case_filed_event(
+    *,
+    case: Case,
+    terminals: list[str],
+    documents: int,
+    reason: str,
+    client_ip: str | None = None,
+) -> CaseEvent:
+    """Record that the merchant filed ``case`` with these terminals and documents."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.FILED,
+        actor="merchant",
+        client_ip=client_ip,
+        visible_to_merchant=True,
+        to_state=case.state,
+        payload={"terminals": terminals, "documents": documents, "reason": reason},
+    )
+
+
+def code_sent_event(
+    *,
+    case: Case,
+    actor=None,
+    sequence: int | None = None,
+    client_ip: str | None = None,
+) -> CaseEvent:
+    """Record that a verification code went to the contact on file."""
+    payload: dict[str, Any] = {"to": "contact_on_file"}
+    if sequence is not None:
+        payload["sequence"] = sequence
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.CODE_SENT,
+        actor=actor,
+        client_ip=client_ip,
+        payload=payload,
+    )
+
+
+def code_failed_event(
+    *, case: Case, attempts: int, client_ip: str | None = None
+) -> CaseEvent:
+    """Record a wrong verification code, the ``attempts``-th on this code."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.CODE_FAILED,
+        actor="merchant",
+        client_ip=client_ip,
+        payload={"attempts": attempts},
+    )
+
+
+def code_refused_event(
+    *, case: Case, refused: str, cap: int, client_ip: str | None = None
+) -> CaseEvent:
+    """Record a code refused unchecked because the merchant's daily cap is spent.
+
+    It is a CODE_FAILED entry (it counts as a try against the cap) whose
+    payload says why it was not checked.
+    """
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.CODE_FAILED,
+        actor="merchant",
+        client_ip=client_ip,
+        payload={"refused": refused, "cap": cap},
     )
 
 
@@ -68,7 +141,7 @@ def transition_event(
     visible_to_merchant: bool = True,
 ) -> CaseEvent:
     """Record a state change of ``case`` (already applied) made by ``actor``."""
-    return event_record(
+    return _event_insert(
         case=case,
         type=CaseEvent.Type.TRANSITION,
         actor=actor,
@@ -80,3 +153,157 @@ def transition_event(
         transition=name,
         visible_to_merchant=visible_to_merchant,
     )
+
+
+def document_added_event(
+    *,
+    case: Case,
+    document_id: int,
+    kind: str,
+    name: str,
+    client_ip: str | None = None,
+) -> CaseEvent:
+    """Record a document the merchant added to ``case`` after filing."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DOCUMENT_ADDED,
+        actor="merchant",
+        client_ip=client_ip,
+        visible_to_merchant=True,
+        payload={"document": document_id, "kind": kind, "name": name},
+    )
+
+
+def document_reviewed_event(
+    *,
+    case: Case,
+    actor,
+    document_id: int,
+    kind: str,
+    name: str,
+    decision: str,
+    previous: str,
+    note: str = "",
+) -> CaseEvent:
+    """Record a reviewer's decision on one document (``previous`` status kept)."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DOCUMENT_REVIEWED,
+        actor=actor,
+        note=note,
+        payload={
+            "document_id": document_id,
+            "kind": kind,
+            "name": name,
+            "decision": decision,
+            "previous": previous,
+        },
+    )
+
+
+def message_event(
+    *, case: Case, actor, note: str, client_ip: str | None = None
+) -> CaseEvent:
+    """Record a message the merchant wrote (shown on the tracking page)."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.MESSAGE,
+        actor=actor,
+        note=note,
+        client_ip=client_ip,
+        visible_to_merchant=True,
+    )
+
+
+def fees_stated_event(
+    *, case: Case, actor, text: str, amount: Decimal | None = None
+) -> CaseEvent:
+    """Record the fees stated to the merchant: ``text`` (empty if withdrawn) and
+    ``amount``, the line of the final statement (None when no amount is owed)."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.FEES_STATED,
+        actor=actor,
+        note=text,
+        payload={"fees_amount": None if amount is None else str(amount)},
+        visible_to_merchant=True,
+    )
+
+
+def case_assigned_event(
+    *, case: Case, actor, previous: str | None, assignee: str
+) -> CaseEvent:
+    """Record that ``actor`` assigned ``case`` from ``previous`` to ``assignee``."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.ASSIGNED,
+        actor=actor,
+        payload={"from": previous, "to": assignee},
+    )
+
+
+def step_failed_event(*, case: Case, step: str, status: str, reason: str) -> CaseEvent:
+    """Record an execution step that failed for good, with its reason."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.STEP,
+        note=reason,
+        payload={"step": step, "status": status},
+    )
+
+
+def step_waiting_event(
+    *, case: Case, step: str, status: str, key: str, reference: str, note: str
+) -> CaseEvent:
+    """Record that the provider's core took a step and will answer later."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.STEP,
+        note=note,
+        payload={"step": step, "status": status, "key": key, "reference": reference},
+    )
+
+
+def step_answered_event(
+    *, case: Case, step: str, key: str, reference: str, answer: str, note: str
+) -> CaseEvent:
+    """Record the core's final answer (``done`` or ``refused``) to a waiting step."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.STEP,
+        note=note,
+        payload={"step": step, "key": key, "reference": reference, "answer": answer},
+    )
+
+
+def documents_purged_event(
+    *, case: Case, document_ids: list[int], note: str
+) -> CaseEvent:
+    """Record that the stored files of these documents were deleted at retention."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DOCUMENTS_PURGED,
+        note=note,
+        payload={"documents": document_ids},
+    )
+
+
+def demo_case_placed_events(*, case: Case, from_state: str) -> None:
+    """Record a demo case's filing and the state it was placed in (seed_demo)."""
+    _event_insert(
+        case=case,
+        type=CaseEvent.Type.FILED,
+        actor="merchant",
+        visible_to_merchant=True,
+        to_state=from_state,
+    )
+    if case.state != from_state:
+        _event_insert(
+            case=case,
+            type=CaseEvent.Type.TRANSITION,
+            visible_to_merchant=True,
+            from_state=from_state,
+            to_state=case.state,
+            transition="seed_demo",
+            note="demo data",
+        )

@@ -11,12 +11,9 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from cases import serial_upload
-from cases.models import (
-    Document,
-    Reason,
-    is_submission_key,
-    required_document_kinds,
-)
+from cases.models import Document, Reason, required_document_kinds
+from cases.services import intake
+from cases.tokens import is_submission_key
 from cases.uploads import CleanUpload, upload_clean, uploads_total_size
 from config.forms import DecodedTextMixin
 from terminals import validators
@@ -35,7 +32,6 @@ FILE_FIELDS = {
     "authorisation_letter": Document.Kind.AUTHORISATION_LETTER,
     "other_documents": Document.Kind.OTHER,
 }
-KIND_TO_FIELD = {kind: field for field, kind in FILE_FIELDS.items()}
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -117,7 +113,7 @@ def _display_name(name: str) -> str:
     return name[:80] or "?"
 
 
-class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
+class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
     """The public unbinding request (/requests/new/)."""
 
     submission_key = forms.CharField(widget=forms.HiddenInput, required=False)
@@ -324,7 +320,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
     def clean_uscc(self) -> str:
         value = validators.normalise_code(self.cleaned_data["uscc"])
         if value:
-            # Empty is for micro-merchants; intake_check decides by the registry.
+            # Empty is for micro-merchants; case_filing_check decides by the registry.
             validators.validate_uscc(value)
         return value
 
@@ -396,8 +392,6 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
     # --- cross-field rules ---------------------------------------------------
 
     def clean(self):
-        from cases.services import intake
-
         cleaned = super().clean()
         if self.errors:
             # Don't look anything up or inspect files while basic fields are wrong.
@@ -414,7 +408,7 @@ class RequestForm(DecodedTextMixin, UploadsMixin, forms.Form):
             )
 
         try:
-            found = intake.intake_check(
+            found = intake.case_filing_check(
                 merchant_id=cleaned["merchant_id"],
                 uscc=cleaned["uscc"],
                 legal_rep_name=cleaned["legal_rep_name"],

@@ -5,11 +5,6 @@ State rules live here as django-fsm transitions; the use cases that save,
 record events and dispatch side effects live in ``cases.services``.
 """
 
-import base64
-import hashlib
-import hmac
-import re
-import secrets
 import uuid
 from pathlib import PurePosixPath
 
@@ -21,7 +16,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 from django_fsm import FSMField, transition
 
-from cases import roles
+from cases.actions import staff_action_permission
+from cases.tokens import hash_secret, tracking_token_for_case
 from terminals.models import Merchant, SettlementBatch, Terminal
 
 
@@ -70,6 +66,21 @@ CLOSED_STATES = [
     CaseState.WITHDRAWN,
     CaseState.EXPIRED,
 ]
+# States in which a case waits on staff: its review is due by
+# ``review_due_at`` and it is overdue after that (the queue's filter, its
+# partial index and the dashboard read this one list).
+WAITING_ON_STAFF_STATES = [
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.AWAITING_APPROVAL,
+]
+# States in which a case can be (re)assigned to a reviewer.
+ASSIGNABLE_STATES = [
+    CaseState.SUBMITTED,
+    CaseState.IN_REVIEW,
+    CaseState.INFO_REQUESTED,
+    CaseState.AWAITING_APPROVAL,
+]
 
 
 class Reason(models.TextChoices):
@@ -81,92 +92,6 @@ class Reason(models.TextChoices):
     OTHER = "other", _("Other")
 
 
-def hash_secret(value: str) -> str:
-    """Hash a token or code for storage (SHA-256 of the value and SECRET_KEY)."""
-    return hashlib.sha256(f"{settings.SECRET_KEY}:{value}".encode()).hexdigest()
-
-
-def new_token_salt() -> str:
-    """Return a fresh random salt for a case's tracking token (128 bits)."""
-    return secrets.token_hex(16)
-
-
-def token_for_salt(salt: str) -> str:
-    """Derive the tracking token from its salt with an HMAC keyed by SECRET_KEY.
-
-    The database holds only the salt and a hash of the token, so a copy of the
-    database alone opens no case; the token can still be put in every e-mail.
-    """
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), f"case-token:{salt}".encode(), hashlib.sha256
-    ).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
-
-
-# The form's idempotency key: 128 bits in lower-case hex, nothing else. Its
-# first half is a random nonce, its second half an HMAC of the nonce and of
-# the browser's binding cookie, so only that browser can post it back.
-SUBMISSION_KEY_RE = re.compile(r"[0-9a-f]{32}")
-
-
-def is_submission_key(value: str) -> bool:
-    """Tell whether ``value`` has the exact format of a form's submission key."""
-    return bool(value) and SUBMISSION_KEY_RE.fullmatch(value) is not None
-
-
-def _submission_key_mac(*, binding: str, nonce: str) -> str:
-    return hmac.new(
-        settings.SECRET_KEY.encode(),
-        f"submission-binding:{binding}:{nonce}".encode(),
-        hashlib.sha256,
-    ).hexdigest()[:16]
-
-
-def submission_key_issue(*, binding: str) -> str:
-    """Return a new submission key for the browser holding ``binding``."""
-    nonce = secrets.token_hex(8)
-    return nonce + _submission_key_mac(binding=binding, nonce=nonce)
-
-
-def submission_key_is_bound(*, key: str, binding: str) -> bool:
-    """Tell whether ``key`` was issued to the browser holding ``binding``."""
-    if not is_submission_key(key) or not is_submission_key(binding):
-        return False
-    return hmac.compare_digest(
-        key[16:], _submission_key_mac(binding=binding, nonce=key[:16])
-    )
-
-
-def salt_for_submission_key(key: str) -> str:
-    """Derive a case's token salt from its form's submission key (HMAC, SECRET_KEY).
-
-    The key is the idempotency key of one filled-in form: the same form posted
-    twice finds the same case. The database keeps only this keyed hash of it
-    (as the token salt), so neither the salt nor any other stored value,
-    posted back as a submission key, leads to a case.
-    """
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), f"submission-key:{key}".encode(), hashlib.sha256
-    ).hexdigest()
-    return digest[:32]
-
-
-def _is_approver(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.APPROVER)
-
-
-def _is_operations(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.OPERATIONS)
-
-
-def _is_reviewer(instance: "Case", user) -> bool:
-    return roles.user_in_group(user, roles.REVIEWER)
-
-
-def _is_reviewer_or_approver(instance: "Case", user) -> bool:
-    return _is_reviewer(instance, user) or _is_approver(instance, user)
-
-
 class CaseQuerySet(models.QuerySet):
     def open(self) -> "CaseQuerySet":
         """Cases that are not closed (completed, rejected, withdrawn, expired)."""
@@ -175,14 +100,7 @@ class CaseQuerySet(models.QuerySet):
     def overdue(self, *, now=None) -> "CaseQuerySet":
         """Cases waiting on staff past their review due date."""
         now = now or timezone.now()
-        return self.filter(
-            state__in=[
-                CaseState.SUBMITTED,
-                CaseState.IN_REVIEW,
-                CaseState.AWAITING_APPROVAL,
-            ],
-            review_due_at__lt=now,
-        )
+        return self.filter(state__in=WAITING_ON_STAFF_STATES, review_due_at__lt=now)
 
     def by_token(self, token: str) -> "CaseQuerySet":
         return self.filter(token_hash=hash_secret(token or ""))
@@ -333,7 +251,7 @@ class Case(models.Model):
                 fields=["merchant", "created_at"], name="case_merchant_created"
             ),
             models.Index(fields=["closed_at"], name="case_closed_at"),
-            # The queue's filters, each in due-date order (cases/admin.py).
+            # The queue's filters, each in due-date order (cases/admin/queue.py).
             models.Index(
                 fields=["review_due_at", "id"],
                 condition=Q(assigned_to__isnull=True),
@@ -353,13 +271,7 @@ class Case(models.Model):
             # order): without it the due-date walk passes every closed case.
             models.Index(
                 fields=["review_due_at", "id"],
-                condition=Q(
-                    state__in=[
-                        CaseState.SUBMITTED,
-                        CaseState.IN_REVIEW,
-                        CaseState.AWAITING_APPROVAL,
-                    ]
-                ),
+                condition=Q(state__in=WAITING_ON_STAFF_STATES),
                 name="case_waiting_due",
             ),
         ]
@@ -380,7 +292,9 @@ class Case(models.Model):
 
     @property
     def tracking_token(self) -> str:
-        return token_for_salt(self.token_salt)
+        return tracking_token_for_case(
+            token_salt=self.token_salt, token_hash_stored=self.token_hash
+        )
 
     def get_tracking_path(self) -> str:
         from django.urls import reverse
@@ -400,8 +314,7 @@ class Case(models.Model):
     @property
     def is_overdue(self) -> bool:
         return (
-            self.state
-            in (CaseState.SUBMITTED, CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL)
+            self.state in WAITING_ON_STAFF_STATES
             and self.review_due_at is not None
             and self.review_due_at < timezone.now()
         )
@@ -415,15 +328,41 @@ class Case(models.Model):
             merchant_kind=self.merchant.kind,
         )
 
-    def required_documents_accepted(self) -> bool:
-        """Tell whether every required kind has an accepted document and none is pending or rejected."""
-        docs = [d for d in self.documents.all() if d.kind != Document.Kind.DATA_EXPORT]
+    def missing_for_recommendation(self) -> list[str]:
+        """Return, in words, what keeps the case from being recommended (empty if nothing).
+
+        One line per document still to review, then one per required kind
+        that has no document accepted or awaiting review.
+        """
+        documents = [
+            d for d in self.documents.all() if d.kind != Document.Kind.DATA_EXPORT
+        ]
         accepted = {
-            d.kind for d in docs if d.review_status == Document.ReviewStatus.ACCEPTED
+            d.kind
+            for d in documents
+            if d.review_status == Document.ReviewStatus.ACCEPTED
         }
-        if not set(self.required_document_kinds()) <= accepted:
-            return False
-        return all(d.review_status != Document.ReviewStatus.PENDING for d in docs)
+        pending = [
+            d for d in documents if d.review_status == Document.ReviewStatus.PENDING
+        ]
+        pending_kinds = {d.kind for d in pending}
+        problems = [
+            str(
+                _("%(kind)s: “%(name)s” is not reviewed yet")
+                % {"kind": d.get_kind_display(), "name": d.original_name}
+            )
+            for d in pending
+        ]
+        problems += [
+            str(_("%(kind)s: no accepted document") % {"kind": Document.Kind(k).label})
+            for k in self.required_document_kinds()
+            if k not in accepted and k not in pending_kinds
+        ]
+        return problems
+
+    def required_documents_accepted(self) -> bool:
+        """Tell whether every required kind has an accepted document and none is pending."""
+        return not self.missing_for_recommendation()
 
     # --- transitions (rules only; see cases.services for the use cases) --------
 
@@ -443,7 +382,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.SUBMITTED,
         target=CaseState.IN_REVIEW,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("start_review"),
     )
     def start_review(self) -> None:
         """A reviewer takes the case."""
@@ -452,10 +391,19 @@ class Case(models.Model):
         field=state,
         source=CaseState.IN_REVIEW,
         target=CaseState.INFO_REQUESTED,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("request_info"),
     )
     def request_info(self) -> None:
         """Ask the merchant for more information or documents."""
+
+    @transition(
+        field=state,
+        source=CaseState.IN_REVIEW,
+        target=CaseState.SUBMITTED,
+        permission=staff_action_permission("release"),
+    )
+    def release(self) -> None:
+        """The reviewer puts the case back in the queue, unassigned."""
 
     @transition(
         field=state, source=CaseState.INFO_REQUESTED, target=CaseState.SUBMITTED
@@ -468,7 +416,7 @@ class Case(models.Model):
         source=CaseState.IN_REVIEW,
         target=CaseState.AWAITING_APPROVAL,
         conditions=[required_documents_accepted],
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("recommend"),
     )
     def recommend(self) -> None:
         """Recommend approval; every required document must be accepted."""
@@ -477,9 +425,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.AWAITING_APPROVAL,
         target=CaseState.APPROVED,
-        permission=lambda case, user: (
-            _is_approver(case, user) and case.recommended_by_id != user.pk
-        ),
+        permission=staff_action_permission("approve"),
     )
     def approve(self) -> None:
         """Second pair of eyes: an approver who did not recommend the case."""
@@ -488,7 +434,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.AWAITING_APPROVAL,
         target=CaseState.IN_REVIEW,
-        permission=_is_approver,
+        permission=staff_action_permission("send_back"),
     )
     def send_back(self) -> None:
         """The approver returns the case to review."""
@@ -497,7 +443,7 @@ class Case(models.Model):
         field=state,
         source=[CaseState.IN_REVIEW, CaseState.AWAITING_APPROVAL],
         target=CaseState.REJECTED,
-        permission=_is_reviewer_or_approver,
+        permission=staff_action_permission("reject"),
     )
     def reject(self) -> None:
         """Refuse the request, with a reason shown to the merchant."""
@@ -526,7 +472,7 @@ class Case(models.Model):
         field=state,
         source=CaseState.FAILED,
         target=CaseState.APPROVED,
-        permission=_is_operations,
+        permission=staff_action_permission("retry"),
     )
     def retry(self) -> None:
         """Operations fixed the cause; execution resumes from the failed step."""
@@ -691,6 +637,8 @@ class CaseEvent(models.Model):
         ASSIGNED = "assigned", _("Assigned")
         STEP = "step", _("Execution step")
         NOTIFICATION = "notification", _("Notification")
+        FEES_STATED = "fees_stated", _("Fees stated")
+        DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
 
     class Actor(models.TextChoices):
         MERCHANT = "merchant", _("Merchant")

@@ -20,7 +20,8 @@ from django.db import DatabaseError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
-from cases.models import Case, Notification
+from cases import tasks
+from cases.models import Case, Document, Notification
 from cases.sms import SMS, SmsRefused, notices_by_channel, sms_fallback, sms_message
 
 logger = logging.getLogger(__name__)
@@ -170,11 +171,10 @@ def notification_dispatch(*, notification_id: int) -> None:
 
     If the broker is down the row stays pending and the sweeper retries.
     """
-    from cases.tasks import send_notification_task
 
     def _send() -> None:
         try:
-            send_notification_task.delay(notification_id=notification_id)
+            tasks.notification_send_task.delay(notification_id=notification_id)
         except Exception:  # broker unreachable: the outbox sweeper re-queues
             logger.warning(
                 "broker unavailable; notification %s left for the sweeper",
@@ -185,7 +185,7 @@ def notification_dispatch(*, notification_id: int) -> None:
     transaction.on_commit(_send)
 
 
-def render_notification(notification: Notification) -> tuple[str, str, str]:
+def notification_render(notification: Notification) -> tuple[str, str, str]:
     """Return (subject, text, html) of a notice in its language."""
     context = {
         "notification": notification,
@@ -220,8 +220,8 @@ def _overdue_cases(context: dict) -> list[Case]:
     )
 
 
-def build_message(notification: Notification) -> EmailMultiAlternatives:
-    subject, text, html = render_notification(notification)
+def notification_message_build(notification: Notification) -> EmailMultiAlternatives:
+    subject, text, html = notification_render(notification)
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,
@@ -236,8 +236,6 @@ def build_message(notification: Notification) -> EmailMultiAlternatives:
 
 
 def _attach_document(message: EmailMultiAlternatives, document_id: int) -> None:
-    from cases.models import Document
-
     document = Document.objects.filter(pk=document_id, purged_at__isnull=True).first()
     if document is None or not document.file:
         return
@@ -266,7 +264,7 @@ def notification_send(*, notification_id: int) -> bool:
             if notification.channel == SMS:
                 message = sms_message(notification)
             else:
-                message = build_message(notification)
+                message = notification_message_build(notification)
             message.send(fail_silently=False)
         except Exception as exc:  # SMTP, socket and template errors alike
             error = exc

@@ -1,22 +1,11 @@
 """Staff roles: Django groups with the exact names of the public contract."""
 
-from django.utils.translation import gettext_lazy as _
-
 REVIEWER = "Reviewer"
 APPROVER = "Approver"
 OPERATIONS = "Operations"
 AUDITOR = "Auditor"
 
 ALL = (REVIEWER, APPROVER, OPERATIONS, AUDITOR)
-
-DESCRIPTIONS = {
-    REVIEWER: _(
-        "Checks documents, asks merchants for information, recommends or rejects."
-    ),
-    APPROVER: _("Confirms recommended cases; never the reviewer who recommended them."),
-    OPERATIONS: _("Handles failed executions and retries them."),
-    AUDITOR: _("Reads everything, changes nothing."),
-}
 
 
 def user_in_group(user, name: str) -> bool:
@@ -30,3 +19,23 @@ def user_in_group(user, name: str) -> bool:
         cache = set(user.groups.values_list("name", flat=True))
         user._group_names_cache = cache
     return name in cache
+
+
+def is_auditor(user) -> bool:
+    """Tell whether ``user`` is a member of the read-only Auditor group.
+
+    The one rule every writer follows (services and admin alike): an auditor
+    changes nothing, whatever other groups they are in. Checked on real
+    membership: ``user_in_group`` treats superusers as members of every
+    group, which would make every superuser read-only.
+    """
+    if user is None or user.is_superuser:
+        return False
+    return user_in_group(user, AUDITOR)
+
+
+def is_case_staff(user) -> bool:
+    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
+    return not is_auditor(user) and (
+        user_in_group(user, REVIEWER) or user_in_group(user, APPROVER)
+    )

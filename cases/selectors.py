@@ -4,12 +4,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from cases.models import CLOSED_STATES, Case, CaseState, CaseTerminal
+from cases import roles
+from cases.actions import STAFF_ACTIONS, StaffAction
+from cases.models import (
+    ASSIGNABLE_STATES,
+    CLOSED_STATES,
+    Case,
+    CaseState,
+    CaseTerminal,
+    Document,
+)
+from cases.services.review import case_transitions_for_user
 from terminals.models import Binding, Merchant, Terminal, Transaction
 from terminals.validators import normalise_serial_number
 
@@ -236,8 +247,8 @@ def case_search_filter(*, term: str) -> Q:
     )
     if merchant_ids:
         # Resolve to case ids first: an OR over merchant_id makes the planner
-        # walk the due-date index and discard most rows (425 ms at 1M cases);
-        # a lookup by merchant then a sort of the few matches takes ~17 ms.
+        # walk the due-date index and discard most rows; a lookup by merchant
+        # then a sort of the few matches is cheap (figures: docs/benchmarks.md).
         merchant_case_ids = list(
             Case.objects.filter(merchant_id__in=merchant_ids)
             .order_by("review_due_at", "pk")
@@ -256,3 +267,60 @@ def case_search_filter(*, term: str) -> Q:
         if case_ids:
             conditions |= Q(pk__in=case_ids)
     return conditions
+
+
+@dataclass(frozen=True)
+class CaseActions:
+    """What one staff user may do on one case now: what a staff page needs."""
+
+    # The staff actions allowed now, in button order (``cases.actions``).
+    actions: list[StaffAction]
+    can_assign: bool
+    can_review_documents: bool
+    can_state_fees: bool
+    # What stands between the assignee and "Recommend approval", in words.
+    missing_for_recommendation: list[str]
+    # Required document kinds with no document at all, in words.
+    missing_kinds: list[str]
+
+
+def case_actions_for_user(*, case: Case, user) -> CaseActions:
+    """Return what ``user`` may do on ``case`` now, by the rules of the services."""
+    may_work = roles.is_case_staff(user)
+    works_on_it = (
+        may_work
+        and case.state == CaseState.IN_REVIEW
+        and case.assigned_to_id == user.pk
+    )
+    required = set(case.required_document_kinds())
+    present = {d.kind for d in case.documents.all()}
+    return CaseActions(
+        actions=[
+            STAFF_ACTIONS[name]
+            for name in case_transitions_for_user(case=case, user=user)
+        ],
+        can_assign=may_work
+        and case.state in ASSIGNABLE_STATES
+        and case.assigned_to_id != user.pk,
+        can_review_documents=works_on_it,
+        can_state_fees=works_on_it,
+        missing_for_recommendation=case.missing_for_recommendation()
+        if works_on_it
+        else [],
+        missing_kinds=[Document.Kind(k).label for k in sorted(required - present)],
+    )
+
+
+def case_get_by_token(*, token: str) -> Case | None:
+    """Return the case whose tracking token is ``token``, with its merchant, or None."""
+    return Case.objects.select_related("merchant").by_token(token).first()
+
+
+def case_code_resend_wait_seconds(*, case: Case) -> int:
+    """Return how many seconds the merchant waits before a new code may be sent."""
+    if not case.code_sent_at:
+        return 0
+    left = (
+        case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
+    )
+    return max(0, int(left / timedelta(seconds=1)))

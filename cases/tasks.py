@@ -27,7 +27,7 @@ def _backoff(*, base: int, maximum: int, retries: int) -> int:
     soft_time_limit=60,
     time_limit=90,
 )
-def send_notification_task(self, *, notification_id: int) -> bool:
+def notification_send_task(self, *, notification_id: int) -> bool:
     from cases.notifications import (
         NotificationDeliveryError,
         notification_give_up,
@@ -60,7 +60,7 @@ def send_notification_task(self, *, notification_id: int) -> bool:
     soft_time_limit=300,
     time_limit=360,
 )
-def execute_case_task(self, *, case_id: int) -> str:
+def case_execute_task(self, *, case_id: int) -> str:
     from cases.services.execution import (
         TRANSIENT_ERRORS,
         case_execute,
@@ -84,35 +84,35 @@ def execute_case_task(self, *, case_id: int) -> str:
 
 
 @shared_task(acks_late=True)
-def sweep_outbox_task() -> dict:
+def outbox_sweep_task() -> dict:
     from cases.services.housekeeping import outbox_sweep
 
     return outbox_sweep()
 
 
 @shared_task(acks_late=True)
-def expire_unverified_cases_task() -> int:
+def cases_expire_unverified_task() -> int:
     from cases.services.housekeeping import cases_expire_unverified
 
     return cases_expire_unverified()
 
 
 @shared_task(acks_late=True)
-def follow_up_info_requests_task() -> dict:
+def info_requests_follow_up_task() -> dict:
     from cases.services.housekeeping import info_requests_follow_up
 
     return info_requests_follow_up()
 
 
 @shared_task(acks_late=True)
-def send_overdue_digest_task() -> int:
+def overdue_digest_send_task() -> int:
     from cases.services.housekeeping import overdue_digest_send
 
     return overdue_digest_send()
 
 
 @shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900)
-def purge_expired_documents_task() -> int:
+def documents_purge_expired_task() -> int:
     from cases.services.housekeeping import documents_purge_expired
 
     return documents_purge_expired()

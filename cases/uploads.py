@@ -46,7 +46,6 @@ from cases.models import document_upload_to
 PDF = "application/pdf"
 JPEG = "image/jpeg"
 PNG = "image/png"
-ALLOWED_CONTENT_TYPES = (PDF, JPEG, PNG)
 
 # Read and write in 64 KB pieces: small enough to keep memory flat, large
 # enough that hashing and copying stay fast.

@@ -5,11 +5,11 @@ from cases import views
 app_name = "cases"
 
 urlpatterns = [
-    path("new/", views.request_new, name="new"),
-    path("track/", views.request_track, name="track"),
-    path("<str:token>/verify/", views.request_verify, name="verify"),
-    path("<str:token>/resend/", views.request_resend, name="resend"),
-    path("<str:token>/respond/", views.request_respond, name="respond"),
-    path("<str:token>/withdraw/", views.request_withdraw, name="withdraw"),
-    path("<str:token>/", views.request_detail, name="detail"),
+    path("new/", views.case_file_view, name="new"),
+    path("track/", views.case_track_view, name="track"),
+    path("<str:token>/verify/", views.case_verify_view, name="verify"),
+    path("<str:token>/resend/", views.case_code_resend_view, name="resend"),
+    path("<str:token>/respond/", views.case_respond_view, name="respond"),
+    path("<str:token>/withdraw/", views.case_withdraw_view, name="withdraw"),
+    path("<str:token>/", views.case_detail_view, name="detail"),
 ]

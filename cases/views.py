@@ -15,16 +15,16 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
-from cases.models import (
-    CaseEvent,
-    CaseState,
+from cases.forms import CaseFilingForm, RespondForm, TrackForm, VerifyForm
+from cases.models import CaseEvent, CaseState
+from cases.selectors import case_code_resend_wait_seconds, case_get_by_token
+from cases.services import intake
+from cases.services.common import CaseActionError
+from cases.tokens import (
     is_submission_key,
     submission_key_is_bound,
     submission_key_issue,
 )
-from cases.services import intake
-from cases.services.common import CaseActionError
 from cases.uploads import limit_upload_size
 from config.client_address import client_address
 from config.throttling import throttle
@@ -64,7 +64,7 @@ def _submission_key_posted(request: HttpRequest) -> str:
 
 
 def _case_or_404(token: str):
-    case = intake.case_get_by_token(token=token)
+    case = case_get_by_token(token=token)
     if case is None:
         raise Http404
     return case
@@ -74,14 +74,14 @@ def _case_or_404(token: str):
 @require_http_methods(["GET", "POST"])
 @throttle("request_new", methods=("POST",), extra_keys=_merchant_key)
 @limit_upload_size
-def request_new(request: HttpRequest) -> HttpResponse:
+def case_file_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         # The same form posted again (double click, retry) leads to its first case.
         submission_key = _submission_key_posted(request)
         token = intake.case_token_for_submission(key=submission_key)
         if token:
             return redirect("cases:verify", token=token)
-        form = RequestForm(request.POST, request.FILES)
+        form = CaseFilingForm(request.POST, request.FILES)
         if form.is_valid():
             data = form.cleaned_data
             filing = intake.CaseFiling(
@@ -111,7 +111,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
         form.discard_uploads()
     else:
         binding = _submission_binding(request) or secrets.token_hex(16)
-        form = RequestForm(
+        form = CaseFilingForm(
             initial={
                 "submission_key": submission_key_issue(binding=binding),
                 "applicant_is_legal_rep": True,
@@ -145,7 +145,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @throttle("verify", methods=("POST",), extra_keys=_token_key)
-def request_verify(request: HttpRequest, token: str) -> HttpResponse:
+def case_verify_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if case.state != CaseState.PENDING_VERIFICATION:
         return redirect("cases:detail", token=token)
@@ -193,7 +193,7 @@ def request_verify(request: HttpRequest, token: str) -> HttpResponse:
             "token": token,
             "form": form,
             "locked": locked,
-            "resend_wait": intake.resend_wait_seconds(case),
+            "resend_wait": case_code_resend_wait_seconds(case=case),
             "failures_cap": settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY,
             "failures_left": intake.verification_failures_left(case=case),
         },
@@ -206,7 +206,7 @@ def _max_attempts() -> int:
 
 @require_POST
 @throttle("resend", extra_keys=_token_key)
-def request_resend(request: HttpRequest, token: str) -> HttpResponse:
+def case_code_resend_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     try:
         sent = intake.case_resend_code(
@@ -258,7 +258,7 @@ def _detail_context(case, token: str, respond_form=None) -> dict:
 @never_cache
 @require_http_methods(["GET"])
 @throttle("tracking")
-def request_detail(request: HttpRequest, token: str) -> HttpResponse:
+def case_detail_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     return render(request, "cases/case_detail.html", _detail_context(case, token))
 
@@ -266,7 +266,7 @@ def request_detail(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 @throttle("tracking", extra_keys=_token_key)
 @limit_upload_size
-def request_respond(request: HttpRequest, token: str) -> HttpResponse:
+def case_respond_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if case.state != CaseState.INFO_REQUESTED:
         messages.error(request, _("This request is not waiting for your answer."))
@@ -293,7 +293,7 @@ def request_respond(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @throttle("tracking", methods=("POST",), extra_keys=_token_key)
-def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
+def case_withdraw_view(request: HttpRequest, token: str) -> HttpResponse:
     case = _case_or_404(token)
     if request.method == "GET":
         return render(
@@ -314,13 +314,13 @@ def request_withdraw(request: HttpRequest, token: str) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @throttle("tracking")
-def request_track(request: HttpRequest) -> HttpResponse:
+def case_track_view(request: HttpRequest) -> HttpResponse:
     # POST, so that the pasted token never sits in a URL query (access logs,
     # browser history, Referer). A GET's query is ignored.
     form = TrackForm(request.POST if request.method == "POST" else None)
     form.helper.form_method = "post"
     if request.method == "POST" and form.is_valid():
-        case = intake.case_get_by_token(token=form.cleaned_data["link"])
+        case = case_get_by_token(token=form.cleaned_data["link"])
         if case is not None:
             return redirect("cases:detail", token=form.cleaned_data["link"])
         form.add_error(

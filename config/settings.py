@@ -319,25 +319,25 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("execution"), Queue("notifications"))
 CELERY_TASK_ROUTES = {
-    "cases.tasks.execute_case_task": {"queue": "execution"},
-    "cases.tasks.send_notification_task": {"queue": "notifications"},
+    "cases.tasks.case_execute_task": {"queue": "execution"},
+    "cases.tasks.notification_send_task": {"queue": "notifications"},
 }
 CELERY_BEAT_SCHEDULE = {
-    "sweep-outbox": {"task": "cases.tasks.sweep_outbox_task", "schedule": 60.0},
+    "sweep-outbox": {"task": "cases.tasks.outbox_sweep_task", "schedule": 60.0},
     "expire-unverified": {
-        "task": "cases.tasks.expire_unverified_cases_task",
+        "task": "cases.tasks.cases_expire_unverified_task",
         "schedule": 600.0,
     },
     "info-requested-follow-up": {
-        "task": "cases.tasks.follow_up_info_requests_task",
+        "task": "cases.tasks.info_requests_follow_up_task",
         "schedule": 3600.0,
     },
     "overdue-digest": {
-        "task": "cases.tasks.send_overdue_digest_task",
+        "task": "cases.tasks.overdue_digest_send_task",
         "schedule": crontab(hour=9, minute=0),
     },
     "purge-documents": {
-        "task": "cases.tasks.purge_expired_documents_task",
+        "task": "cases.tasks.documents_purge_expired_task",
         "schedule": crontab(hour=3, minute=30),
     },
 }

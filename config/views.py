@@ -28,6 +28,7 @@ def _database_status() -> str:
 
 
 def _broker_status() -> str:
+    # Imported here: config.celery configures Celery from settings at import.
     from config.celery import app
 
     if settings.CELERY_TASK_ALWAYS_EAGER:

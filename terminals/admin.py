@@ -11,6 +11,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from config.admin_site import ReadOnlyAdminMixin
 from terminals.masking import mask_card_number, mask_id_number
 from terminals.models import Binding, Merchant, SettlementBatch, Terminal, Transaction
 from terminals.validators import normalise_serial_number
@@ -20,19 +21,6 @@ MASKED_MERCHANT_FIELDS = {
     "legal_rep_id_number": "masked_legal_rep_id_number",
     "settlement_card_number": "masked_settlement_card_number",
 }
-
-
-class ReadOnlyAdminMixin:
-    """History rows: viewable with the view permission, never added, changed or deleted."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class SerialSearchMixin:

@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
-from cases.models import Case, CaseTerminal, Document, hash_secret, token_for_salt
+from cases.models import Case, CaseTerminal, Document
+from cases.tokens import hash_secret, token_for_salt
 from terminals import identifiers
 from terminals.models import Binding, Merchant, Terminal, Transaction
 

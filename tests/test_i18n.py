@@ -25,9 +25,9 @@ from django.urls import reverse
 from django.utils import translation
 from pypdf import PdfWriter
 
-from cases.admin_outbox import sample_notification
+from cases.admin.outbox import sample_notification
 from cases.models import Case, CaseState, ExecutionStep, Notification
-from cases.notifications import render_notification
+from cases.notifications import notification_render
 from cases.services import review
 from tests import factories
 
@@ -415,7 +415,7 @@ def test_every_e_mail_renders_in_chinese_without_english_sentences(kind):
             notice.context["step_label"] = str(ExecutionStep.Step.VERIFY_BINDINGS.label)
 
     # when
-    subject, text, html = render_notification(notice)
+    subject, text, html = notification_render(notice)
 
     # then: every part is Chinese and no English sentence is left
     for part in (subject, text, html):

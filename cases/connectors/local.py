@@ -34,7 +34,7 @@ def settlement_reference(case: Case) -> str:
     return f"{case.reference or f'CASE{case.pk}'}-FINAL"
 
 
-def export_storage_name(case: Case) -> str:
+def case_export_storage_name(case: Case) -> str:
     """Deterministic storage name: a rerun after a crash overwrites, never duplicates."""
     return f"cases/exports/{case.pk}/transactions-{case.reference or case.pk}.csv"
 
@@ -93,7 +93,7 @@ class LocalConnector:
             .iterator(chunk_size=EXPORT_CHUNK_SIZE)
         )
         storage = Document._meta.get_field("file").storage
-        name = export_storage_name(case)
+        name = case_export_storage_name(case)
         count = 0
         digest = hashlib.sha256()
         with tempfile.TemporaryFile() as raw:

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from django_fsm import can_proceed, has_transition_perm
 
 from cases import events
-from cases.models import CLOSED_STATES, Case, CaseTerminal
+from cases.models import CLOSED_STATES, Case, CaseEvent, CaseTerminal
 
 
 class CaseActionError(Exception):
@@ -33,8 +33,8 @@ def case_apply_transition(
     payload: dict | None = None,
     update_fields: tuple[str, ...] = (),
     visible_to_merchant: bool = True,
-) -> None:
-    """Apply transition ``name`` to a locked ``case``, save it and record the event.
+) -> CaseEvent:
+    """Apply transition ``name`` to a locked ``case``, save it and return its event.
 
     ``actor`` is a staff user (checked against the transition's permission),
     ``"merchant"`` or None for the system. Raises ``CaseActionError`` when the
@@ -64,7 +64,7 @@ def case_apply_transition(
         # Free the terminals for a new request.
         CaseTerminal.objects.filter(case=case, is_open=True).update(is_open=False)
     case.save(update_fields=sorted(fields))
-    events.transition_event(
+    return events.transition_event(
         case=case,
         name=name,
         from_state=from_state,

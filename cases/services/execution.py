@@ -41,11 +41,11 @@ from django.db.models import F, Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from cases import connectors, events, roles
+from cases import connectors, events, roles, tasks
 from cases.connectors.local import (  # noqa: F401 (re-exported for callers)
     EXPORT_CHUNK_SIZE,
     EXPORT_HEADER,
-    export_storage_name,
+    case_export_storage_name,
     settlement_reference,
 )
 from cases.models import (
@@ -120,7 +120,7 @@ class StepPending(Exception):
         self.reference = reference
 
 
-def execution_dispatch(*, case_id: int) -> None:
+def case_execution_dispatch(*, case_id: int) -> None:
     """Queue the execution of an approved case after the current transaction commits.
 
     If the broker is unreachable the case stays ``approved`` and its
@@ -128,11 +128,10 @@ def execution_dispatch(*, case_id: int) -> None:
     sweep (every minute) picks it up at once instead of waiting out
     ``OUTBOX_SWEEP_AFTER`` as if a worker had it.
     """
-    from cases.tasks import execute_case_task
 
     def _queue() -> None:
         try:
-            execute_case_task.delay(case_id=case_id)
+            tasks.case_execute_task.delay(case_id=case_id)
         except Exception:  # broker down: the sweeper picks the case up later
             logger.warning("broker unavailable; case %s left for the sweeper", case_id)
             case_execution_unqueued(case_id=case_id)
@@ -467,17 +466,14 @@ def _step_wait(*, case: Case, step: ExecutionStep, reference: str) -> None:
         )
         Case.objects.filter(pk=case.pk).update(execution_queued_at=timezone.now())
         if first:
-            events.event_record(
+            events.step_waiting_event(
                 case=case,
-                type=CaseEvent.Type.STEP,
+                step=step.step,
+                status=ExecutionStep.Status.WAITING,
+                key=step.idempotency_key,
+                reference=step.remote_reference,
                 note=gettext("Waiting for the core (reference %(ref)s).")
                 % {"ref": step.remote_reference or "-"},
-                payload={
-                    "step": step.step,
-                    "status": ExecutionStep.Status.WAITING,
-                    "key": step.idempotency_key,
-                    "reference": step.remote_reference,
-                },
             )
 
 
@@ -502,20 +498,17 @@ def execution_step_answer(*, key: str, answer: dict) -> bool:
             return False
         step.result = {**(step.result or {}), "core_answer": answer}
         step.save(update_fields=["result"])
-        events.event_record(
+        events.step_answered_event(
             case=step.case,
-            type=CaseEvent.Type.STEP,
+            step=step.step,
+            key=key,
+            reference=answer.get("reference", ""),
+            answer=answer["status"],
             note=gettext("The core answered: %(status)s.")
             % {"status": answer["status"]},
-            payload={
-                "step": step.step,
-                "key": key,
-                "reference": answer.get("reference", ""),
-                "answer": answer["status"],
-            },
         )
         Case.objects.filter(pk=step.case_id).update(execution_queued_at=timezone.now())
-        execution_dispatch(case_id=step.case_id)
+        case_execution_dispatch(case_id=step.case_id)
     return True
 
 
@@ -677,11 +670,8 @@ def case_execution_fail(*, case_id: int, step: str, reason: str) -> bool:
             payload={"step": step},
             update_fields=("failure_step", "failure_reason"),
         )
-        event = events.event_record(
-            case=case,
-            type=CaseEvent.Type.STEP,
-            note=reason,
-            payload={"step": step, "status": ExecutionStep.Status.FAILED},
+        event = events.step_failed_event(
+            case=case, step=step, status=ExecutionStep.Status.FAILED, reason=reason
         )
         recipients = operations_recipients()
         if recipients:
@@ -782,5 +772,5 @@ def case_execution_requeue(*, case_id: int) -> bool:
             pk=case_id, state__in=[CaseState.APPROVED, CaseState.EXECUTING]
         ).update(execution_queued_at=timezone.now())
         if updated:
-            execution_dispatch(case_id=case_id)
+            case_execution_dispatch(case_id=case_id)
     return bool(updated)

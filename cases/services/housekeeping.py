@@ -32,6 +32,7 @@ from cases.notifications import (
 )
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 from cases.services.execution import case_execution_requeue, cases_due
+from cases.services.intake import case_withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def info_requests_follow_up(*, now: datetime | None = None) -> dict[str, int]:
     after it; the case is withdrawn ``CASE_INFO_WITHDRAW_AFTER`` after it,
     with an event and the withdrawn notice.
     """
-    from cases.services.intake import case_withdraw
-
     now = now or timezone.now()
     waiting = Case.objects.filter(state=CaseState.INFO_REQUESTED)
     withdraw_ids = list(
@@ -250,17 +249,13 @@ def case_documents_purge(*, case_id: int, now: datetime) -> int:
             document.purged_at = now
         Document.objects.bulk_update(documents, ["file", "purged_at"])
         if documents:
-            events.event_record(
+            events.documents_purged_event(
                 case=case,
-                type=CaseEvent.Type.MESSAGE,
+                document_ids=[d.pk for d in documents],
                 note=gettext(
                     "Stored files of %(count)s documents deleted after the "
                     "retention period; their details are kept."
                 )
                 % {"count": len(documents)},
-                payload={
-                    "action": "documents_purged",
-                    "documents": [d.pk for d in documents],
-                },
             )
     return len(documents)

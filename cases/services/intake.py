@@ -22,11 +22,6 @@ from cases.models import (
     CaseTerminal,
     Document,
     Notification,
-    hash_secret,
-    is_submission_key,
-    new_token_salt,
-    salt_for_submission_key,
-    token_for_salt,
 )
 from cases.notifications import (
     case_recipients,
@@ -34,6 +29,13 @@ from cases.notifications import (
     notification_requeue,
 )
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
+from cases.tokens import (
+    hash_secret,
+    is_submission_key,
+    new_token_salt,
+    salt_for_submission_key,
+    tracking_token_fields,
+)
 from cases.uploads import CleanUpload
 from terminals.models import Binding, Merchant, Terminal
 
@@ -114,7 +116,7 @@ def _same_name(a: str, b: str) -> bool:
     return "".join(a.split()).casefold() == "".join(b.split()).casefold()
 
 
-def intake_check(
+def case_filing_check(
     *,
     merchant_id: str,
     uscc: str,
@@ -309,7 +311,7 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     existing = Case.objects.filter(token_salt=salt).first()
     if existing is not None:
         _discard(filing.uploads)
-        return existing, token_for_salt(salt)
+        return existing, existing.tracking_token
 
     stored: list[tuple[str, CleanUpload, str]] = []
     backend_pid = None
@@ -326,7 +328,7 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
         _delete_stored(stored)
         duplicate = Case.objects.filter(token_salt=salt).first()
         if duplicate is not None:
-            return duplicate, token_for_salt(salt)
+            return duplicate, duplicate.tracking_token
         raise CaseActionError(
             _("There is already an open request for one of these terminals.")
         ) from None
@@ -351,13 +353,13 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
             status=Notification.Status.PENDING
         ).values_list("pk", flat=True):
             notification_requeue(notification_id=pk)
-        return filed, token_for_salt(salt)
+        return filed, filed.tracking_token
     except BaseException:
         _delete_stored(stored)
         raise
     finally:
         _discard(filing.uploads)
-    return case, token_for_salt(salt)
+    return case, case.tracking_token
 
 
 def _backend_pid() -> int | None:
@@ -397,10 +399,8 @@ def _case_filed_after_lost_connection(
 def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
     now = _now()
     _supersede_stale(filing.terminals, now=now)
-    token = token_for_salt(salt)
     case = Case(
-        token_salt=salt,
-        token_hash=hash_secret(token),
+        **tracking_token_fields(salt),
         merchant=filing.merchant,
         uscc=filing.uscc,
         legal_rep_name=filing.legal_rep_name,
@@ -444,25 +444,14 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
             for kind, upload, name in stored
         ]
     )
-    events.event_record(
+    events.case_filed_event(
         case=case,
-        type=CaseEvent.Type.FILED,
-        actor="merchant",
+        terminals=[t.serial_number for t in filing.terminals],
+        documents=len(documents),
+        reason=filing.reason,
         client_ip=filing.client_ip,
-        visible_to_merchant=True,
-        to_state=case.state,
-        payload={
-            "terminals": [t.serial_number for t in filing.terminals],
-            "documents": len(documents),
-            "reason": filing.reason,
-        },
     )
-    events.event_record(
-        case=case,
-        type=CaseEvent.Type.CODE_SENT,
-        actor=None,
-        payload={"to": "contact_on_file"},
-    )
+    events.code_sent_event(case=case)
     _queue_code(case, code, sequence=1)
     return case
 
@@ -491,17 +480,8 @@ def case_token_for_submission(*, key: str) -> str | None:
     if not is_submission_key(key):
         return None
     salt = salt_for_submission_key(key)
-    if Case.objects.filter(token_salt=salt).exists():
-        return token_for_salt(salt)
-    return None
-
-
-def case_get_by_token(*, token: str) -> Case | None:
-    return (
-        Case.objects.select_related("merchant")
-        .filter(token_hash=hash_secret(token or ""))
-        .first()
-    )
+    case = Case.objects.filter(token_salt=salt).first()
+    return case.tracking_token if case is not None else None
 
 
 class VerificationResult:
@@ -562,12 +542,11 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
         cap = settings.VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY
         failures = _merchant_failures_today(merchant_id=case.merchant_id, now=now)
         if failures >= cap:
-            events.event_record(
+            events.code_refused_event(
                 case=case,
-                type=CaseEvent.Type.CODE_FAILED,
-                actor="merchant",
+                refused=REFUSED_MERCHANT_DAILY_LIMIT,
+                cap=cap,
                 client_ip=client_ip,
-                payload={"refused": REFUSED_MERCHANT_DAILY_LIMIT, "cap": cap},
             )
             return VerificationResult.MERCHANT_LIMIT
         if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
@@ -581,12 +560,8 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
         if not hmac.compare_digest(case.code_hash, _code_hash(case, code)):
             case.code_attempts += 1
             case.save(update_fields=["code_attempts", "updated_at"])
-            events.event_record(
-                case=case,
-                type=CaseEvent.Type.CODE_FAILED,
-                actor="merchant",
-                client_ip=client_ip,
-                payload={"attempts": case.code_attempts},
+            events.code_failed_event(
+                case=case, attempts=case.code_attempts, client_ip=client_ip
             )
             if failures + 1 >= cap:
                 return VerificationResult.MERCHANT_LIMIT
@@ -644,12 +619,8 @@ def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:
             ]
         )
         sequence = case.events.filter(type=CaseEvent.Type.CODE_SENT).count() + 1
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.CODE_SENT,
-            actor="merchant",
-            client_ip=client_ip,
-            payload={"to": "contact_on_file", "sequence": sequence},
+        events.code_sent_event(
+            case=case, actor="merchant", sequence=sequence, client_ip=client_ip
         )
         _queue_code(case, code, sequence=sequence)
     return True
@@ -685,26 +656,16 @@ def case_respond(
                     sha256=upload.sha256,
                     content_type=upload.content_type,
                 )
-                events.event_record(
+                events.document_added_event(
                     case=case,
-                    type=CaseEvent.Type.DOCUMENT_ADDED,
-                    actor="merchant",
+                    document_id=document.pk,
+                    kind=kind,
+                    name=upload.original_name,
                     client_ip=client_ip,
-                    visible_to_merchant=True,
-                    payload={
-                        "document": document.pk,
-                        "kind": kind,
-                        "name": upload.original_name,
-                    },
                 )
             if message:
-                events.event_record(
-                    case=case,
-                    type=CaseEvent.Type.MESSAGE,
-                    actor="merchant",
-                    note=message,
-                    client_ip=client_ip,
-                    visible_to_merchant=True,
+                events.message_event(
+                    case=case, actor="merchant", note=message, client_ip=client_ip
                 )
             now = _now()
             case.review_due_at = now + settings.CASE_REVIEW_DUE
@@ -746,10 +707,3 @@ def case_withdraw(
                 dedupe_key=f"case:{case.pk}:withdrawn",
             )
     return case
-
-
-def resend_wait_seconds(case: Case) -> int:
-    if not case.code_sent_at:
-        return 0
-    left = case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - _now()
-    return max(0, int(left / timedelta(seconds=1)))

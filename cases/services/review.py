@@ -4,8 +4,9 @@ Every use case runs in one transaction with the case row locked, so two staff
 acting on the same case at the same moment are serialised: the second one
 sees the state the first one left and is refused with a message.
 
-Rules on top of the fsm ``permission=`` of ``cases.models`` (written down in
-``docs/review.md``):
+Each staff action (its note, who may do it, the fields it sets, what it
+queues) is one entry of ``cases.actions.STAFF_ACTIONS``; ``case_transition``
+applies an entry. The rules, written down in ``docs/review.md``:
 
 - Auditors read everything and change nothing: any member of the Auditor
   group is refused every change, whatever other group they are in.
@@ -34,51 +35,11 @@ from django.utils.translation import gettext_lazy as _
 from django_fsm import can_proceed
 
 from cases import events, roles
-from cases.models import Case, CaseEvent, CaseState, Document, Notification
+from cases.actions import STAFF_ACTIONS
+from cases.models import ASSIGNABLE_STATES, Case, CaseState, Document
 from cases.notifications import case_recipients, notification_queue
 from cases.services import execution
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
-
-# The transitions staff perform, in the order their buttons are shown.
-STAFF_TRANSITIONS = (
-    "start_review",
-    "request_info",
-    "recommend",
-    "send_back",
-    "approve",
-    "reject",
-    "retry",
-)
-# Their note is shown to the merchant and e-mailed, so it cannot be blank.
-NOTE_REQUIRED = frozenset({"request_info", "reject"})
-# While in review, only the assignee may do these.
-ASSIGNEE_ONLY = frozenset({"request_info", "recommend", "reject"})
-# States in which a case can be (re)assigned.
-ASSIGNABLE_STATES = (
-    CaseState.SUBMITTED,
-    CaseState.IN_REVIEW,
-    CaseState.INFO_REQUESTED,
-    CaseState.AWAITING_APPROVAL,
-)
-
-
-def is_auditor(user) -> bool:
-    """Tell whether ``user`` is a member of the read-only Auditor group.
-
-    Checked on real membership: ``roles.user_in_group`` treats superusers as
-    members of every group, which would make every superuser read-only.
-    """
-    if user is None or user.is_superuser:
-        return False
-    return roles.user_in_group(user, roles.AUDITOR)
-
-
-def is_case_staff(user) -> bool:
-    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
-    return not is_auditor(user) and (
-        roles.user_in_group(user, roles.REVIEWER)
-        or roles.user_in_group(user, roles.APPROVER)
-    )
 
 
 def _refuse_unless_assignee(case: Case, actor) -> None:
@@ -94,40 +55,11 @@ def _refuse_unless_assignee(case: Case, actor) -> None:
 
 
 def _refuse_auditor(actor) -> None:
-    if is_auditor(actor):
+    if roles.is_auditor(actor):
         raise PermissionDenied(_("Auditors can read cases but not change them."))
 
 
 # --- transitions ---------------------------------------------------------------
-
-
-def missing_for_recommendation(case: Case) -> list[str]:
-    """Return, in words, what keeps ``case`` from being recommended (empty if nothing)."""
-    documents = [d for d in case.documents.all() if d.kind != Document.Kind.DATA_EXPORT]
-    accepted = {
-        d.kind for d in documents if d.review_status == Document.ReviewStatus.ACCEPTED
-    }
-    pending = [d for d in documents if d.review_status == Document.ReviewStatus.PENDING]
-    pending_kinds = {d.kind for d in pending}
-    problems: list[str] = []
-    # One line per file still to review, then one per required kind that has
-    # no document at all awaiting or passing review.
-    for document in pending:
-        problems.append(
-            str(
-                _("%(kind)s: “%(name)s” is not reviewed yet")
-                % {"kind": document.get_kind_display(), "name": document.original_name}
-            )
-        )
-    for kind in case.required_document_kinds():
-        if kind not in accepted and kind not in pending_kinds:
-            problems.append(
-                str(
-                    _("%(kind)s: no accepted document")
-                    % {"kind": Document.Kind(kind).label}
-                )
-            )
-    return problems
 
 
 def case_transition_check(*, case: Case, name: str, actor) -> None:
@@ -137,40 +69,33 @@ def case_transition_check(*, case: Case, name: str, actor) -> None:
     or content does not allow it, ``PermissionDenied`` when the user may not.
     Nothing is changed. The same check drives the admin's buttons.
     """
-    if name not in STAFF_TRANSITIONS:
+    action = STAFF_ACTIONS.get(name)
+    if action is None:
         raise CaseActionError(_("Unknown action."))
     _refuse_auditor(actor)
-    method = getattr(case, name)
-    if not can_proceed(method, check_conditions=False):
+    if not can_proceed(getattr(case, name), check_conditions=False):
         raise CaseActionError(
             _("This case is %(state)s; it cannot be changed that way now.")
             % {"state": case.get_state_display()}
         )
-    # The fsm permission alone, without the conditions (checked below with words).
-    if not method._django_fsm.has_transition_perm(case, case.state, actor):
-        if name == "approve" and case.recommended_by_id == actor.pk:
+    # The role rule alone (the fsm permission), without the conditions
+    # (checked below with words).
+    if not action.permits(case, actor):
+        if action.not_by_recommender and case.recommended_by_id == actor.pk:
             raise PermissionDenied(
                 _("You recommended this case, so a different approver must approve it.")
             )
         raise PermissionDenied(_("Your role does not allow this on this case."))
-    if name == "approve" and case.recommended_by_id == actor.pk:
-        # Also enforced by the fsm permission; kept here so that a change
-        # there cannot silently drop the maker-checker rule.
-        raise PermissionDenied(
-            _("You recommended this case, so a different approver must approve it.")
-        )
     if case.state == CaseState.AWAITING_APPROVAL and not roles.user_in_group(
         actor, roles.APPROVER
     ):
         raise PermissionDenied(_("Only an approver decides on a recommended case."))
-    if case.state == CaseState.IN_REVIEW and name in ASSIGNEE_ONLY:
+    if action.assignee_only and case.state == CaseState.IN_REVIEW:
         _refuse_unless_assignee(case, actor)
-    if name == "start_review" and case.assigned_to_id is not None:
-        # A case back from the merchant stays with its reviewer unless
-        # someone takes it over explicitly.
+    if action.keeps_assignee and case.assigned_to_id is not None:
         _refuse_unless_assignee(case, actor)
     if name == "recommend":
-        missing = missing_for_recommendation(case)
+        missing = case.missing_for_recommendation()
         if missing:
             raise CaseActionError(
                 _("It cannot be recommended yet: %(missing)s.")
@@ -181,7 +106,7 @@ def case_transition_check(*, case: Case, name: str, actor) -> None:
 def case_transitions_for_user(*, case: Case, user) -> list[str]:
     """Return the staff transitions ``user`` may apply to ``case`` now, in button order."""
     allowed = []
-    for name in STAFF_TRANSITIONS:
+    for name in STAFF_ACTIONS:
         try:
             case_transition_check(case=case, name=name, actor=user)
         except (CaseActionError, PermissionDenied):
@@ -203,8 +128,11 @@ def case_transition(
     Locks the case, checks the rules above, applies the transition with its
     audit event and queues its side effects (e-mail, execution) after commit.
     """
+    action = STAFF_ACTIONS.get(name)
+    if action is None:
+        raise CaseActionError(_("Unknown action."))
     note = (note or "").strip()
-    if name in NOTE_REQUIRED and not note:
+    if action.note_required and not note:
         raise CaseActionError(
             _("Write a note: it is shown to the merchant and e-mailed.")
         )
@@ -212,61 +140,28 @@ def case_transition(
         case = case_lock(case_id=case_id)
         case_transition_check(case=case, name=name, actor=actor)
 
-        now = timezone.now()
-        update_fields: list[str] = []
-        if name == "start_review":
-            case.assigned_to = actor
-            update_fields.append("assigned_to")
-        elif name == "request_info":
-            case.info_requested_at = now
-            case.info_reminded_at = None
-            update_fields += ["info_requested_at", "info_reminded_at"]
-        elif name == "recommend":
-            case.recommended_by = actor
-            update_fields.append("recommended_by")
-        elif name == "send_back":
-            case.recommended_by = None
-            update_fields.append("recommended_by")
-        elif name == "approve":
-            case.approved_by = actor
-            case.approved_at = now
-            case.execution_queued_at = now
-            update_fields += ["approved_by", "approved_at", "execution_queued_at"]
-        elif name == "reject":
-            case.decision_note = note
-            update_fields.append("decision_note")
-        elif name == "retry":
-            case.failure_step = ""
-            case.failure_reason = ""
-            case.execution_queued_at = now
-            update_fields += ["failure_step", "failure_reason", "execution_queued_at"]
-
-        case_apply_transition(
+        changes = action.sets(actor=actor, now=timezone.now(), note=note)
+        for field_name, value in changes.items():
+            setattr(case, field_name, value)
+        event = case_apply_transition(
             case=case,
             name=name,
             actor=actor,
             note=note,
             client_ip=client_ip,
-            update_fields=tuple(update_fields),
-            visible_to_merchant=name in NOTE_REQUIRED or not note,
+            update_fields=tuple(changes),
+            visible_to_merchant=action.note_required or not note,
         )
-
-        if name in NOTE_REQUIRED:
-            event = CaseEvent.objects.filter(case=case).order_by("-pk").first()
-            kind = (
-                Notification.Kind.INFO_REQUESTED
-                if name == "request_info"
-                else Notification.Kind.REJECTED
-            )
+        if action.notifies:
             notification_queue(
-                kind=kind,
+                kind=action.notifies,
                 recipients=case_recipients(case),
                 case=case,
                 context={"note": note},
-                dedupe_key=f"case:{case.pk}:{kind}:{event.pk}",
+                dedupe_key=f"case:{case.pk}:{action.notifies}:{event.pk}",
             )
-        if name in ("approve", "retry"):
-            execution.execution_dispatch(case_id=case.pk)
+        if action.starts_execution:
+            execution.case_execution_dispatch(case_id=case.pk)
     return case
 
 
@@ -281,14 +176,14 @@ def case_assign(*, case_id: int, actor, assignee) -> Case:
     only to a Reviewer or Approver.
     """
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow assigning cases."))
     if assignee is None or not assignee.is_active or not assignee.is_staff:
         raise CaseActionError(_("Choose an active staff user."))
     if assignee.pk != actor.pk:
         if not roles.user_in_group(actor, roles.APPROVER):
             raise PermissionDenied(_("Only approvers assign cases to others."))
-        if not is_case_staff(assignee):
+        if not roles.is_case_staff(assignee):
             raise CaseActionError(
                 _("%(user)s is not a reviewer or approver.") % {"user": assignee}
             )
@@ -304,14 +199,11 @@ def case_assign(*, case_id: int, actor, assignee) -> Case:
         previous = case.assigned_to
         case.assigned_to = assignee
         case.save(update_fields=["assigned_to", "updated_at"])
-        events.event_record(
+        events.case_assigned_event(
             case=case,
-            type=CaseEvent.Type.ASSIGNED,
             actor=actor,
-            payload={
-                "from": previous.get_username() if previous else None,
-                "to": assignee.get_username(),
-            },
+            previous=previous.get_username() if previous else None,
+            assignee=assignee.get_username(),
         )
     return case
 
@@ -342,7 +234,7 @@ def document_review(
     if decision == DocumentDecision.REJECT and not note:
         raise CaseActionError(_("Say why the document is rejected."))
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow reviewing documents."))
     case_id = (
         Document.objects.filter(pk=document_id)
@@ -376,18 +268,15 @@ def document_review(
         document.save(
             update_fields=["review_status", "review_note", "reviewed_by", "reviewed_at"]
         )
-        events.event_record(
+        events.document_reviewed_event(
             case=case,
-            type=CaseEvent.Type.DOCUMENT_REVIEWED,
             actor=actor,
+            document_id=document.pk,
+            kind=document.kind,
+            name=document.original_name,
+            decision=document.review_status,
+            previous=previous,
             note=note,
-            payload={
-                "document_id": document.pk,
-                "kind": document.kind,
-                "name": document.original_name,
-                "decision": document.review_status,
-                "previous": previous,
-            },
         )
     return document
 
@@ -405,7 +294,7 @@ def case_fees_statement_set(
     """
     text = (text or "").strip()
     _refuse_auditor(actor)
-    if not is_case_staff(actor):
+    if not roles.is_case_staff(actor):
         raise PermissionDenied(_("Your role does not allow stating fees."))
     with transaction.atomic():
         case = case_lock(case_id=case_id)
@@ -422,15 +311,5 @@ def case_fees_statement_set(
         case.fees_statement = text
         case.fees_amount = amount
         case.save(update_fields=["fees_statement", "fees_amount", "updated_at"])
-        events.event_record(
-            case=case,
-            type=CaseEvent.Type.MESSAGE,
-            actor=actor,
-            note=text,
-            payload={
-                "fees_statement": True,
-                "fees_amount": None if amount is None else str(amount),
-            },
-            visible_to_merchant=True,
-        )
+        events.fees_stated_event(case=case, actor=actor, text=text, amount=amount)
     return case

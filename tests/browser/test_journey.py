@@ -12,7 +12,7 @@ import pytest
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.utils import translation
 
-from cases.forms import RequestForm, VerifyForm
+from cases.forms import CaseFilingForm, VerifyForm
 from cases.models import Case, CaseState, Document
 from terminals.forms import BindingStatusForm
 from tests import factories, filebuilders
@@ -186,7 +186,7 @@ def test_merchant_files_staff_approve_merchant_sees_completed(
     bound.get_by_role("link").click()
     page.wait_for_url(re.compile(r".*/requests/new/(\?.*)?$"))
     assert_page_basics(page, lang)
-    fields = Fields(page, RequestForm, lang)
+    fields = Fields(page, CaseFilingForm, lang)
     fields["merchant_id"].fill(merchant.merchant_id)
     fields["uscc"].fill(merchant.uscc)
     fields["legal_rep_name"].fill(merchant.legal_rep_name)

@@ -3,7 +3,8 @@
 import pytest
 
 from cases.forms import RespondForm
-from cases.models import CaseState, token_for_salt
+from cases.models import CaseState
+from cases.tokens import token_for_salt
 from tests import factories, filebuilders
 from tests.browser.conftest import PHONE, PageErrors, save_screenshot
 from tests.browser.test_journey import (

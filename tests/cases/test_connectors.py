@@ -13,7 +13,7 @@ from cases.connectors.views import callback_signature
 from cases.models import Case, CaseEvent, CaseState, ExecutionStep
 from cases.services.execution import ExecutionOutcome, case_execute
 from cases.services.housekeeping import outbox_sweep
-from cases.tasks import execute_case_task
+from cases.tasks import case_execute_task
 from config.celery import app as celery_app
 from terminals.models import Binding, SettlementBatch
 from tests import factories
@@ -261,7 +261,7 @@ def test_while_the_core_is_down_the_circuit_opens_and_the_case_waits_then_comple
     # when: the task runs with its retries (eagerly, without their backoff)
     monkeypatch.setitem(celery_app.conf, "task_eager_propagates", False)
     with django_capture_on_commit_callbacks(execute=True):
-        result = execute_case_task.apply(kwargs={"case_id": case.pk})
+        result = case_execute_task.apply(kwargs={"case_id": case.pk})
 
     # then: 3 failures opened the circuit; later tries failed fast; no failure
     assert (result.state, result.result) == ("SUCCESS", "failed")  # gave up

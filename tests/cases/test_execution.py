@@ -365,7 +365,7 @@ def test_export_left_by_a_crash_before_commit_is_replaced_not_duplicated():
     # given: a file written by a run that died before committing its row
     case = approved_case(terminals=1)
     storage = Document._meta.get_field("file").storage
-    name = execution.export_storage_name(case)
+    name = execution.case_export_storage_name(case)
     storage.save(name, io.BytesIO(b"partial"))
     terminals = [link.terminal for link in case.case_terminals.all()]
 
@@ -429,7 +429,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     settings, monkeypatch, operations
 ):
     # given
-    from cases.tasks import execute_case_task
+    from cases.tasks import case_execute_task
 
     case = approved_case(terminals=1)
     retried = []
@@ -442,7 +442,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
         return RetryCalled()
 
     monkeypatch.setattr(execution, "case_execute", flaky)
-    monkeypatch.setattr(execute_case_task, "retry", fake_retry)
+    monkeypatch.setattr(case_execute_task, "retry", fake_retry)
     settings.EXECUTION_MAX_RETRIES = 3
     settings.EXECUTION_RETRY_BACKOFF = 2
     settings.EXECUTION_RETRY_BACKOFF_MAX = 300
@@ -450,7 +450,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     # when: a retry is still allowed
     before = timezone.now()
     with pytest.raises(RetryCalled):
-        run_task(execute_case_task, retries=2, case_id=case.pk)
+        run_task(case_execute_task, retries=2, case_id=case.pk)
 
     # then: backoff with jitter within 2 * 2**2 seconds, sweeper pushed back
     assert 1 <= retried[0] <= 8
@@ -459,7 +459,7 @@ def test_task_retries_transient_errors_with_backoff_then_fails_the_case(
     assert case.execution_queued_at > before
 
     # when: the retries ran out
-    result = run_task(execute_case_task, retries=3, case_id=case.pk)
+    result = run_task(case_execute_task, retries=3, case_id=case.pk)
 
     # then
     case.refresh_from_db()

@@ -36,7 +36,7 @@ def test_sweeper_requeues_old_pending_notices_only(
 
     # when
     with django_capture_on_commit_callbacks(execute=True):
-        swept = tasks.sweep_outbox_task.apply().get()
+        swept = tasks.outbox_sweep_task.apply().get()
 
     # then
     old.refresh_from_db()
@@ -81,7 +81,7 @@ def test_unverified_cases_expire_after_the_limit(settings):
     fresh = factories.CaseFactory(state="pending_verification")
 
     # when
-    expired = tasks.expire_unverified_cases_task.apply().get()
+    expired = tasks.cases_expire_unverified_task.apply().get()
     again = housekeeping.cases_expire_unverified()
 
     # then
@@ -112,7 +112,7 @@ def test_info_request_reminded_once_after_three_days(
 
     # when
     with django_capture_on_commit_callbacks(execute=True):
-        first = tasks.follow_up_info_requests_task.apply().get()
+        first = tasks.info_requests_follow_up_task.apply().get()
         second = housekeeping.info_requests_follow_up()
 
     # then
@@ -190,7 +190,7 @@ def test_overdue_digest_goes_once_a_day_to_reviewers_and_approvers(
 
     # when
     with django_capture_on_commit_callbacks(execute=True):
-        listed = tasks.send_overdue_digest_task.apply().get()
+        listed = tasks.overdue_digest_send_task.apply().get()
         housekeeping.overdue_digest_send()
 
     # then
@@ -234,7 +234,7 @@ def test_documents_purged_after_retention_keep_metadata_and_audit(settings):
     old_name = old_doc.file.name
 
     # when
-    purged = tasks.purge_expired_documents_task.apply().get()
+    purged = tasks.documents_purge_expired_task.apply().get()
     again = housekeeping.documents_purge_expired()
 
     # then
@@ -248,7 +248,7 @@ def test_documents_purged_after_retention_keep_metadata_and_audit(settings):
         kept.refresh_from_db()
         assert kept.purged_at is None
         assert storage.exists(kept.file.name)
-    event = CaseEvent.objects.get(case=old, type=CaseEvent.Type.MESSAGE)
-    assert event.payload == {"action": "documents_purged", "documents": [old_doc.pk]}
+    event = CaseEvent.objects.get(case=old, type=CaseEvent.Type.DOCUMENTS_PURGED)
+    assert event.payload == {"documents": [old_doc.pk]}
     assert Case.objects.get(pk=old.pk).state == CaseState.COMPLETED
     assert Document.objects.count() == 3

@@ -11,26 +11,22 @@ import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
+from cases.actions import STAFF_ACTIONS
 from cases.models import CaseEvent, CaseState, Notification
 from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 ROLES = ("reviewer", "second_reviewer", "approver", "operations", "auditor")
-TRANSITIONS = (
-    "start_review",
-    "request_info",
-    "recommend",
-    "send_back",
-    "approve",
-    "reject",
-    "retry",
-)
+# Every staff action of the table; the expected outcome below is written out
+# independently of it.
+TRANSITIONS = tuple(STAFF_ACTIONS)
 TARGET = {
     "start_review": CaseState.IN_REVIEW,
     "request_info": CaseState.INFO_REQUESTED,
     "recommend": CaseState.AWAITING_APPROVAL,
     "send_back": CaseState.IN_REVIEW,
+    "release": CaseState.SUBMITTED,
     "approve": CaseState.APPROVED,
     "reject": CaseState.REJECTED,
     "retry": CaseState.APPROVED,
@@ -48,7 +44,7 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
     if name == "start_review":
         # Assigned (back from the merchant): its reviewer picks it up again.
         return state == CaseState.SUBMITTED and role == "reviewer"
-    if name in ("request_info", "recommend"):
+    if name in ("request_info", "recommend", "release"):
         return state == CaseState.IN_REVIEW and role == "reviewer"
     if name == "reject":
         return (state == CaseState.IN_REVIEW and role == "reviewer") or (
@@ -64,7 +60,7 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
 @pytest.fixture
 def no_execution(monkeypatch):
     monkeypatch.setattr(
-        "cases.services.execution.execution_dispatch", lambda *, case_id: None
+        "cases.services.execution.case_execution_dispatch", lambda *, case_id: None
     )
 
 

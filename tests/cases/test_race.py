@@ -46,7 +46,7 @@ def _race(calls) -> list:
 def dispatched(monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(
-        "cases.services.execution.execution_dispatch",
+        "cases.services.execution.case_execution_dispatch",
         lambda *, case_id: calls.append(case_id),
     )
     return calls

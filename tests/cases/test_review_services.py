@@ -29,7 +29,7 @@ def dispatched(monkeypatch):
     """Record execution dispatches instead of queuing the real execution."""
     calls: list[int] = []
     monkeypatch.setattr(
-        "cases.services.execution.execution_dispatch",
+        "cases.services.execution.case_execution_dispatch",
         lambda *, case_id: calls.append(case_id),
     )
     return calls
@@ -423,6 +423,40 @@ def test_a_transition_from_the_wrong_state_says_why(approver):
     assert str(CaseState.COMPLETED.label) in str(refused.value.message)
 
 
+def test_the_assignee_releases_a_case_to_the_queue_for_anyone(
+    reviewer, second_reviewer
+):
+    # given
+    case = _in_review(reviewer)
+
+    # when
+    review.case_transition(case_id=case.pk, name="release", actor=reviewer)
+    review.case_transition(case_id=case.pk, name="start_review", actor=second_reviewer)
+
+    # then
+    case.refresh_from_db()
+    assert (case.state, case.assigned_to) == (CaseState.IN_REVIEW, second_reviewer)
+    released = CaseEvent.objects.get(case=case, transition="release")
+    assert (released.from_state, released.to_state) == (
+        CaseState.IN_REVIEW,
+        CaseState.SUBMITTED,
+    )
+    assert released.actor == reviewer
+
+
+def test_only_the_assignee_releases_a_case(reviewer, second_reviewer):
+    # given
+    case = _in_review(reviewer)
+
+    # when
+    with pytest.raises(CaseActionError):
+        review.case_transition(case_id=case.pk, name="release", actor=second_reviewer)
+
+    # then
+    case.refresh_from_db()
+    assert (case.state, case.assigned_to) == (CaseState.IN_REVIEW, reviewer)
+
+
 def test_the_buttons_follow_the_same_rules(reviewer, second_reviewer, approver):
     # given
     case = _in_review(reviewer)
@@ -431,6 +465,7 @@ def test_the_buttons_follow_the_same_rules(reviewer, second_reviewer, approver):
     # then
     assert review.case_transitions_for_user(case=case, user=reviewer) == [
         "request_info",
+        "release",
         "recommend",
         "reject",
     ]
@@ -567,7 +602,7 @@ def test_the_fees_statement_is_shown_to_the_merchant(reviewer):
     # then
     case.refresh_from_db()
     assert case.fees_statement == "设备回收费 ¥50"
-    event = CaseEvent.objects.get(case=case, type=CaseEvent.Type.MESSAGE)
+    event = CaseEvent.objects.get(case=case, type=CaseEvent.Type.FEES_STATED)
     assert event.visible_to_merchant is True
     assert event.note == "设备回收费 ¥50"
 

@@ -15,7 +15,7 @@ from cases.models import Case, Notification
 from cases.notifications import notification_queue
 from cases.services.housekeeping import outbox_sweep
 from cases.sms.backends import aliyun_signature
-from cases.tasks import send_notification_task
+from cases.tasks import notification_send_task
 from config.celery import app as celery_app
 from tests import factories
 from tests.cases.test_intake import code_from_mail, form_data
@@ -161,7 +161,7 @@ def test_a_gateway_error_is_retried_then_the_sms_goes_once(
 
     # when: the task is delivered again and the sweeper runs
     with django_capture_on_commit_callbacks(execute=True):
-        send_notification_task.apply(kwargs={"notification_id": sms.pk})
+        notification_send_task.apply(kwargs={"notification_id": sms.pk})
         outbox_sweep(now=timezone.now() + timedelta(hours=1))
 
     # then: nothing is sent twice

@@ -10,7 +10,7 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cases.models import CaseState
+from cases.models import CaseEvent, CaseState
 from cases.services import review
 from cases.statements import (
     Direction,
@@ -230,7 +230,8 @@ def test_the_assignee_states_the_fees_amount(reviewer):
     assert [line.kind for line in statement.lines][-1] == "fees"
     assert statement.by_merchant == Decimal("80.00")
     event = case.events.latest("pk")
-    assert event.payload == {"fees_statement": True, "fees_amount": "80.00"}
+    assert event.type == CaseEvent.Type.FEES_STATED
+    assert event.payload == {"fees_amount": "80.00"}
 
 
 def _queries(fn) -> int:

@@ -12,7 +12,7 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from cases.forms import RequestForm, RespondForm, TrackForm, VerifyForm
+from cases.forms import CaseFilingForm, RespondForm, TrackForm, VerifyForm
 from cases.models import Case, CaseEvent, CaseState, Document
 from config.forms import DecodedTextMixin
 from terminals.forms import BindingStatusForm
@@ -207,7 +207,7 @@ def test_the_track_page_refuses_an_undecodable_link(client):
 
 @pytest.mark.parametrize(
     "form_class",
-    [RequestForm, VerifyForm, RespondForm, TrackForm, BindingStatusForm],
+    [CaseFilingForm, VerifyForm, RespondForm, TrackForm, BindingStatusForm],
 )
 def test_every_public_form_refuses_undecodable_text(form_class):
     assert issubclass(form_class, DecodedTextMixin)

@@ -21,8 +21,8 @@ from cases.models import (
     CaseTerminal,
     Document,
     Notification,
-    token_for_salt,
 )
+from cases.tokens import token_for_salt
 from tests import factories
 from tests.faults.harness import filing_form, pdf_bytes
 from tests.fixtures import issued_submission_key

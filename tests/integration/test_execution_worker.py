@@ -22,7 +22,7 @@ from cases.models import (
 )
 from cases.services import housekeeping
 from cases.services.review import case_transition
-from cases.tasks import execute_case_task
+from cases.tasks import case_execute_task
 from terminals.models import Binding, SettlementBatch, Terminal
 from tests import factories
 from tests.integration.harness import celery_broker, wait_for
@@ -145,14 +145,14 @@ def test_execution_task_delivered_twice_has_its_effects_once(
 
     # when: approval queues it once, and it is sent twice more on purpose
     case_transition(case_id=case.pk, name="approve", actor=approver)
-    execute_case_task.delay(case_id=case.pk)
-    execute_case_task.delay(case_id=case.pk)
+    case_execute_task.delay(case_id=case.pk)
+    case_execute_task.delay(case_id=case.pk)
 
     # then
     wait_state(case, CaseState.COMPLETED)
     wait_all_sent(case, smtp, count=MERCHANT_NOTICES + len(departments))
     wait_for(
-        lambda: sum(w.log().count(b"execute_case_task") for w in workers) >= 6,
+        lambda: sum(w.log().count(b"case_execute_task") for w in workers) >= 6,
         what="all three deliveries to finish",
     )
     logs = b"".join(w.log() for w in workers)

@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from cases.models import CaseState, Document, token_for_salt
+from cases.models import CaseState, Document
+from cases.tokens import token_for_salt
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -105,7 +106,7 @@ def test_a_token_cannot_act_on_another_case(client):
 
 def test_tokens_are_long_and_random():
     # given
-    from cases.models import new_token_salt
+    from cases.tokens import new_token_salt
 
     # when
     tokens = {token_for_salt(new_token_salt()) for _ in range(200)}

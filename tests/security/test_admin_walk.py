@@ -20,6 +20,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cases import roles
+from cases.actions import STAFF_ACTIONS
 from cases.models import (
     Case,
     CaseEvent,
@@ -27,7 +28,6 @@ from cases.models import (
     ExecutionStep,
     Notification,
 )
-from cases.services.review import STAFF_TRANSITIONS
 from tests import factories
 from tests.security.helpers import make_staff
 
@@ -117,7 +117,7 @@ def _fill(route: str, model, obj) -> list[tuple[str, dict]]:
     if "<str:name>" in path:
         return [
             (path.replace("<str:name>", name), {"note": "walk"})
-            for name in STAFF_TRANSITIONS
+            for name in STAFF_ACTIONS
         ]
     if "<str:kind>" in path:
         path = path.replace("<str:kind>", Notification.Kind.values[0])

@@ -20,8 +20,8 @@ from cases.models import (
     CaseState,
     Document,
     Notification,
-    token_for_salt,
 )
+from cases.tokens import token_for_salt
 from tests import factories
 from tests.cases.test_intake import form_data
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from cases.models import CaseState, token_for_salt
+from cases.models import CaseState
+from cases.tokens import token_for_salt
 from tests import factories
 from tests.security.helpers import login, make_staff
 

@@ -162,7 +162,7 @@ def test_the_case_page_masks_id_and_card(client, registry, auditor):
 
 def test_the_merchant_tracking_page_shows_no_personal_numbers(client, registry):
     # given
-    from cases.models import token_for_salt
+    from cases.tokens import token_for_salt
 
     merchant, terminals = registry
     case = factories.CaseFactory(

@@ -6,7 +6,8 @@ from http import HTTPStatus
 
 import pytest
 
-from cases.models import CaseState, token_for_salt
+from cases.models import CaseState
+from cases.tokens import token_for_salt
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,7 @@
-"""Admin for the notification outbox and execution steps (owned by the execution work).
+"""Admin for the notification outbox and execution steps.
 
-``cases/admin.py`` imports ``ExecutionStepInline`` and ``NotificationInline`` from here.
-The outbox is read-only except for the "resend" action; staff can preview
+``cases.admin.case_page`` shows ``ExecutionStepInline`` and
+``NotificationInline`` on the case page. The outbox is read-only except for the "resend" action; staff can preview
 every e-mail template in both languages with a sample case.
 """
 
@@ -23,48 +23,32 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from cases import roles
 from cases.models import Case, CaseTerminal, ExecutionStep, Notification
-from cases.notifications import notification_resend, render_notification
+from cases.notifications import notification_render, notification_resend
+from config.admin_site import ReadOnlyAdminMixin
+from terminals.masking import mask_email
 from terminals.models import Merchant, Terminal
 
 
-def mask_email(address: str) -> str:
-    """Show ``m***t@shop.example.com`` instead of the full address."""
-    local, _sep, domain = address.partition("@")
-    masked = local[:1] + "***" if len(local) <= 2 else f"{local[0]}***{local[-1]}"
-    return f"{masked}@{domain}" if domain else masked
-
-
-class ExecutionStepInline(admin.TabularInline):
+class ExecutionStepInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ExecutionStep
     extra = 0
     can_delete = False
     fields = ("position", "step", "status", "attempts", "error", "finished_at")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class NotificationInline(admin.TabularInline):
+class NotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Notification
     extra = 0
     can_delete = False
     fields = ("kind", "status", "attempts", "sent_at", "last_error")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(ExecutionStep)
-class ExecutionStepAdmin(admin.ModelAdmin):
+class ExecutionStepAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("case", "position", "step", "status", "attempts", "finished_at")
     list_filter = ("status", "step")
     search_fields = ("case__reference",)
@@ -80,15 +64,6 @@ class ExecutionStepAdmin(admin.ModelAdmin):
         "finished_at",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Notification)
@@ -162,8 +137,14 @@ class NotificationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        # "change" is the permission of the resend action; the form is read-only.
-        return obj is None and super().has_change_permission(request, obj)
+        # "change" is the permission of the resend action; the form is
+        # read-only. An auditor changes nothing, whatever their other groups:
+        # the rule the services apply (cases.roles.is_auditor).
+        return (
+            obj is None
+            and not roles.is_auditor(request.user)
+            and super().has_change_permission(request, obj)
+        )
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
@@ -265,11 +246,14 @@ class NotificationAdmin(admin.ModelAdmin):
             request, "admin/cases/notification/preview_index.html", context
         )
 
-    def preview(self, request: HttpRequest, kind: str, language: str):
+    def _preview_render(
+        self, request: HttpRequest, kind: str, language: str
+    ) -> tuple[str, str, str]:
         self._check_preview(request, kind, language)
-        subject, text, _html = render_notification(
-            sample_notification(kind=kind, language=language)
-        )
+        return notification_render(sample_notification(kind=kind, language=language))
+
+    def preview(self, request: HttpRequest, kind: str, language: str):
+        subject, text, _html = self._preview_render(request, kind, language)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -288,15 +272,17 @@ class NotificationAdmin(admin.ModelAdmin):
         )
 
     def preview_html(self, request: HttpRequest, kind: str, language: str):
-        self._check_preview(request, kind, language)
-        _subject, _text, html = render_notification(
-            sample_notification(kind=kind, language=language)
-        )
+        _subject, _text, html = self._preview_render(request, kind, language)
         return HttpResponse(html, content_type="text/html; charset=utf-8")
 
 
 def _sample_terminals(case: Case, serials: list[str]) -> None:
-    """Give an unsaved sample case its terminals without touching the database."""
+    """Give an unsaved sample case its terminals without touching the database.
+
+    Django has no public way to fill a related manager of an unsaved
+    instance; this sets the prefetch cache ``prefetch_related`` would, so
+    the receipt template's ``case.case_terminals.all`` reads the samples.
+    """
     links = CaseTerminal.objects.none()
     links._result_cache = [
         CaseTerminal(case=case, terminal=Terminal(serial_number=sn)) for sn in serials
@@ -320,12 +306,12 @@ def sample_case(*, language: str, number: int = 123) -> Case:
         applicant_name="张伟",
         reason="device_replacement",
         language=language,
+        state="in_review",
         token_salt="0" * 32,
         review_due_at=now - timedelta(days=1),
         settlement_total=Decimal("1234.50"),
     )
     case.pk = 0
-    case.__dict__["state"] = "in_review"
     _sample_terminals(case, ["SN00000001", "SN00000002"])
     return case
 

@@ -1,0 +1,19 @@
+"""Staff review in Django admin, one module per concern.
+
+- ``queue``: the paginator and the filters of the case list;
+- ``case_page``: the case page, its transitions, assignment and fees;
+- ``documents``: document rows, review and download;
+- ``outbox``: notifications and execution steps, with e-mail previews;
+- ``audit``: the read-only audit trail;
+- ``export``: the CSV export of the queue.
+
+The admin is a thin caller: every change goes through ``cases.services``
+which locks the case, checks the role rules and writes the audit event. Cases,
+documents and events are never edited through admin forms. The staff
+dashboard on the index page belongs to the site (``config.admin_site``).
+"""
+
+from cases.admin import audit, case_page, documents, outbox  # noqa: F401
+from cases.admin.queue import EstimatedCountPaginator
+
+__all__ = ["EstimatedCountPaginator"]
