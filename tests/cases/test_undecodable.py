@@ -200,7 +200,12 @@ def test_the_status_page_refuses_an_undecodable_serial(client, bound_terminal):
 
 
 def test_the_track_page_refuses_an_undecodable_link(client):
-    response = client.get(reverse("cases:track"), QUERY_STRING="link=%FF%FE")
+    # The track form posts (no token in a URL query).
+    response = client.post(
+        reverse("cases:track"),
+        data=b"link=%FF%FE",
+        content_type="application/x-www-form-urlencoded",
+    )
 
     assert MESSAGE in response.content.decode()
 

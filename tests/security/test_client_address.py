@@ -10,7 +10,8 @@ import pytest
 from axes.models import AccessAttempt
 from django.test import RequestFactory
 
-from cases.models import CaseEvent, CaseState, token_for_salt
+from cases.models import CaseEvent, CaseState
+from cases.tokens import token_for_salt
 from config.client_address import client_address
 from tests import factories
 from tests.security.helpers import login, make_staff
