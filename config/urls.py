@@ -10,4 +10,5 @@ urlpatterns = [
     path("terminals/", include("terminals.urls")),
     path("requests/", include("cases.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
 ]

@@ -1,0 +1,292 @@
+"""The API's views: thin translations of HTTP into selectors and services.
+
+Each view names the scope it needs per method in ``required_scopes``.
+"""
+
+from django.db.models import Prefetch
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+from api.base import KeyedAPIView
+from api.models import Scope
+from api.pagination import CaseCursorPagination
+from api.problems import Conflict
+from api.serializers import (
+    ActionSerializer,
+    BindingSerializer,
+    CaseSerializer,
+    FiledSerializer,
+    VerifySerializer,
+)
+from cases.forms import RequestForm
+from cases.models import Case, CaseState, CaseTerminal
+from cases.services import intake, review
+from cases.services.common import CaseActionError
+from config.throttling import client_ip
+from terminals.forms import BindingStatusForm
+from terminals.selectors import binding_status_check
+
+PROBLEM = OpenApiResponse(
+    response=inline_serializer(
+        "Problem",
+        {
+            "type": serializers.CharField(),
+            "title": serializers.CharField(),
+            "status": serializers.IntegerField(),
+            "detail": serializers.CharField(),
+        },
+    ),
+    description="RFC 9457 problem details (application/problem+json).",
+)
+ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 429: PROBLEM}
+IDEMPOTENCY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="A repeat with the same key returns the first answer.",
+)
+
+
+def _cases():
+    return Case.objects.select_related(
+        "merchant", "replacement_terminal"
+    ).prefetch_related(
+        Prefetch(
+            "case_terminals",
+            queryset=CaseTerminal.objects.select_related("terminal").order_by("pk"),
+            to_attr="prefetched_links",
+        )
+    )
+
+
+def _case_or_404(reference: str) -> Case:
+    case = _cases().filter(reference=reference).first()
+    if case is None:
+        raise NotFound(_("There is no case with this reference."))
+    return case
+
+
+class CaseDetailView(KeyedAPIView):
+    required_scopes = {"GET": Scope.READ_CASES}
+
+    @extend_schema(
+        operation_id="case_retrieve", responses={200: CaseSerializer, **ERRORS}
+    )
+    def get(self, request, reference: str):
+        """Return one case by its reference."""
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class CaseListView(KeyedAPIView):
+    """List cases and file new ones."""
+
+    required_scopes = {"GET": Scope.READ_CASES, "POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_list",
+        parameters=[
+            OpenApiParameter("state", OpenApiTypes.STR, enum=CaseState.values),
+            OpenApiParameter("merchant_id", OpenApiTypes.STR),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter("cursor", OpenApiTypes.STR),
+        ],
+        responses={200: CaseSerializer(many=True), **ERRORS},
+    )
+    def get(self, request):
+        """List cases, newest first, filtered as in the staff queue."""
+        params = _ListFilters(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        queryset = _cases()
+        data = params.validated_data
+        if data.get("state"):
+            queryset = queryset.filter(state=data["state"])
+        if data.get("merchant_id"):
+            queryset = queryset.filter(merchant__merchant_id=data["merchant_id"])
+        if data.get("created_after"):
+            queryset = queryset.filter(created_at__gte=data["created_after"])
+        if data.get("created_before"):
+            queryset = queryset.filter(created_at__lt=data["created_before"])
+        paginator = CaseCursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(CaseSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="case_file",
+        parameters=[IDEMPOTENCY],
+        request={"multipart/form-data": OpenApiTypes.OBJECT},
+        responses={201: FiledSerializer, 409: PROBLEM, **ERRORS},
+    )
+    def post(self, request):
+        """File a case for a merchant, with the form's fields and files.
+
+        The same rules as /requests/new/ apply. The case waits in
+        ``pending_verification`` until the code e-mailed to the merchant's
+        contact on file is posted to ``/api/v1/cases/<reference>/verify/``.
+        """
+        form = RequestForm(request.POST, request.FILES)
+        if not form.is_valid():
+            form.discard_uploads()
+            raise ValidationError(
+                {
+                    field: [str(e) for e in errors]
+                    for field, errors in form.errors.items()
+                }
+            )
+        data = form.cleaned_data
+        filing = intake.CaseFiling(
+            merchant=form.merchant,
+            terminals=form.terminals,
+            uscc=data["uscc"],
+            legal_rep_name=data["legal_rep_name"],
+            applicant_name=data["applicant_name"],
+            applicant_is_legal_rep=data["applicant_is_legal_rep"],
+            applicant_phone=data["applicant_phone"],
+            applicant_email=data["applicant_email"],
+            reason=data["reason"],
+            reason_detail=data["reason_detail"],
+            close_account=data["close_account"],
+            replacement_terminal=form.replacement_terminal,
+            language=translation.get_language() or "zh-hans",
+            client_ip=client_ip(request),
+            uploads=form.uploads,
+        )
+        try:
+            case, _token = intake.case_file(filing=filing)
+        except CaseActionError as exc:
+            form.discard_uploads()
+            raise Conflict(exc.message) from None
+        self.audit_reference = case.reference or ""
+        return Response(
+            FiledSerializer(
+                {
+                    "reference": case.reference,
+                    "state": case.state,
+                    "verify_url": f"/api/v1/cases/{case.reference}/verify/",
+                }
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class _ListFilters(serializers.Serializer):
+    state = serializers.ChoiceField(choices=CaseState.choices, required=False)
+    merchant_id = serializers.CharField(max_length=20, required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    cursor = serializers.CharField(required=False)
+
+
+class CaseVerifyView(KeyedAPIView):
+    required_scopes = {"POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_verify",
+        parameters=[IDEMPOTENCY],
+        request=VerifySerializer,
+        responses={200: CaseSerializer, 409: PROBLEM, **ERRORS},
+    )
+    def post(self, request, reference: str):
+        """Post the code e-mailed to the merchant's contact on file."""
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        serializer = VerifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = intake.case_verify(
+            case_id=case.pk,
+            code=serializer.validated_data["code"],
+            client_ip=client_ip(request),
+        )
+        if result not in (
+            intake.VerificationResult.OK,
+            intake.VerificationResult.NOT_PENDING,
+        ):
+            messages = {
+                intake.VerificationResult.WRONG: _("This code is not right."),
+                intake.VerificationResult.EXPIRED: _("This code has expired."),
+                intake.VerificationResult.LOCKED: _(
+                    "Too many wrong codes; the merchant must ask for a new code."
+                ),
+            }
+            raise ValidationError({"code": [messages[result]]})
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class CaseActionView(KeyedAPIView):
+    required_scopes = {"POST": Scope.ACT_ON_CASES}
+
+    @extend_schema(
+        operation_id="case_action",
+        parameters=[IDEMPOTENCY],
+        request=ActionSerializer,
+        responses={200: CaseSerializer, 409: PROBLEM, **ERRORS},
+    )
+    def post(self, request, reference: str, name: str):
+        """Apply a staff action as the staff user the key is linked to.
+
+        The same service as the admin: the user's groups, maker-checker and
+        assignee rules decide; a refusal is a 403 or 409 and changes nothing.
+        """
+        if name not in review.STAFF_TRANSITIONS:
+            raise NotFound(_("There is no such action."))
+        actor = request.auth.staff_user
+        if actor is None:
+            from rest_framework.exceptions import PermissionDenied
+
+            raise PermissionDenied(_("This API key is not linked to a staff user."))
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        serializer = ActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        review.case_transition(
+            case_id=case.pk,
+            name=name,
+            actor=actor,
+            note=serializer.validated_data["note"],
+            client_ip=client_ip(request),
+        )
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class BindingView(KeyedAPIView):
+    required_scopes = {"GET": Scope.READ_CASES}
+
+    @extend_schema(
+        operation_id="binding_check",
+        parameters=[
+            OpenApiParameter("merchant_id", OpenApiTypes.STR, required=True),
+        ],
+        responses={200: BindingSerializer, **ERRORS},
+    )
+    def get(self, request, serial_number: str):
+        """Tell whether the terminal is bound to the merchant, and nothing else.
+
+        False alike for an unknown terminal, an unknown merchant, a terminal in
+        stock and one bound to another merchant (as /terminals/status/).
+        """
+        form = BindingStatusForm(
+            {
+                "merchant_id": request.query_params.get("merchant_id", ""),
+                "serial_number": serial_number,
+            }
+        )
+        if not form.is_valid():
+            raise ValidationError(
+                {
+                    field: [str(e) for e in errors]
+                    for field, errors in form.errors.items()
+                }
+            )
+        bound = binding_status_check(**form.cleaned_data)
+        return Response(BindingSerializer({"bound": bound}).data)
