@@ -8,6 +8,7 @@ from django_fsm import can_proceed, has_transition_perm
 
 from cases import events
 from cases.models import CLOSED_STATES, Case, CaseTerminal
+from webhooks.services import webhook_case_transition
 
 
 class CaseActionError(Exception):
@@ -74,3 +75,5 @@ def case_apply_transition(
         client_ip=client_ip,
         visible_to_merchant=visible_to_merchant,
     )
+    # Same transaction: a rolled-back change announces nothing.
+    webhook_case_transition(case=case, from_state=from_state)
