@@ -261,10 +261,9 @@ def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
         delivery.save()
     if delivery.status == Delivery.Status.DELIVERED:
         _send_next_of_case(delivery, now=now)
-    elif (
-        delivery.status == Delivery.Status.PENDING
-        and not settings.CELERY_TASK_ALWAYS_EAGER
-    ):
+    elif delivery.status == Delivery.Status.PENDING and not _eager():
+        # Eagerly the countdown would be ignored and retry at once: leave it
+        # to the sweep.
         try:
             tasks.webhook_delivery_send_task.apply_async(
                 kwargs={"delivery_id": delivery.pk},
@@ -273,6 +272,10 @@ def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
         except Exception:  # broker down: the sweep retries it
             logger.warning("could not schedule the retry of %s", delivery.pk)
     return delivery.status
+
+
+def _eager() -> bool:
+    return bool(tasks.webhook_delivery_send_task.app.conf.task_always_eager)
 
 
 def _send_next_of_case(delivery: Delivery, *, now: datetime) -> None:
