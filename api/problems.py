@@ -30,6 +30,17 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class BadRecord(exceptions.APIException):
+    """A record of a registry sync is wrong; ``record`` says where and why."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "bad-record"
+
+    def __init__(self, detail, *, record: dict):
+        super().__init__(detail)
+        self.record = record
+
+
 class UnprocessableContent(exceptions.APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_code = "unprocessable"
@@ -83,6 +94,8 @@ def problem_exception_handler(exc, context) -> Response:
             if isinstance(exc.detail, dict)
             else {"non_field_errors": exc.detail}
         )
+    if isinstance(exc, BadRecord):
+        extra["record"] = exc.record
     code = ""
     if isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()

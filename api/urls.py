@@ -27,5 +27,6 @@ urlpatterns = [
         views.BindingView.as_view(),
         name="binding",
     ),
+    path("v1/registry/sync/", views.RegistrySyncView.as_view(), name="registry-sync"),
     re_path(r"^.*$", not_found),
 ]

@@ -20,7 +20,8 @@ from rest_framework.response import Response
 from api.base import KeyedAPIView
 from api.models import Scope
 from api.pagination import CaseCursorPagination
-from api.problems import Conflict
+from api.problems import BadRecord, Conflict
+from api.registry import registry_sync
 from api.serializers import (
     ActionSerializer,
     BindingSerializer,
@@ -34,6 +35,7 @@ from cases.services import intake, review
 from cases.services.common import CaseActionError
 from config.throttling import client_ip
 from terminals.forms import BindingStatusForm
+from terminals.importer import RegistryImportError
 from terminals.selectors import binding_status_check
 
 PROBLEM = OpenApiResponse(
@@ -290,3 +292,61 @@ class BindingView(KeyedAPIView):
             )
         bound = binding_status_check(**form.cleaned_data)
         return Response(BindingSerializer({"bound": bound}).data)
+
+
+class _SyncAnswer(serializers.Serializer):
+    class _Counts(serializers.Serializer):
+        created = serializers.IntegerField()
+        updated = serializers.IntegerField()
+        unchanged = serializers.IntegerField()
+
+    class _Conflict(serializers.Serializer):
+        serial_number = serializers.CharField()
+        merchant_id = serializers.CharField()
+        record_as_of = serializers.DateTimeField()
+        local_changed_at = serializers.DateTimeField()
+        detail = serializers.CharField()
+
+    merchants = _Counts()
+    terminals = _Counts()
+    bindings = _Counts()
+    transactions = _Counts()
+    conflicts = _Conflict(many=True)
+
+
+class RegistrySyncView(KeyedAPIView):
+    required_scopes = {"POST": Scope.SYNC_REGISTRY}
+
+    @extend_schema(
+        operation_id="registry_sync",
+        parameters=[IDEMPOTENCY],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={200: _SyncAnswer, **ERRORS},
+    )
+    def post(self, request):
+        """Apply merchants, terminals, bindings and transactions from the core.
+
+        The registry file format of ``import_registry`` plus ``as_of`` (the
+        body's, or a terminal record's own). A record older than a binding
+        change made here is not applied but listed in ``conflicts`` (and for
+        staff in the admin); a bad record rejects the whole body.
+        """
+        try:
+            result = registry_sync(
+                data=request.data, sent_by=f"api:{request.auth.name}"
+            )
+        except RegistryImportError as error:
+            raise BadRecord(
+                str(error),
+                record={
+                    "section": error.section,
+                    "index": error.index,
+                    "field": error.field,
+                    "reason": error.reason,
+                },
+            ) from None
+        return Response(
+            _SyncAnswer(
+                {**result.imported.as_dict(), "conflicts": result.conflicts}
+            ).data
+        )
