@@ -78,3 +78,11 @@ class FiledSerializer(serializers.Serializer):
     reference = serializers.CharField()
     state = serializers.ChoiceField(choices=CaseState.choices)
     verify_url = serializers.CharField()
+
+
+class CasePageSerializer(serializers.Serializer):
+    """One page of the case list; follow ``next`` for the following one."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = CaseSerializer(many=True)

@@ -25,6 +25,7 @@ from api.registry import registry_sync
 from api.serializers import (
     ActionSerializer,
     BindingSerializer,
+    CasePageSerializer,
     CaseSerializer,
     FiledSerializer,
     VerifySerializer,
@@ -50,7 +51,16 @@ PROBLEM = OpenApiResponse(
     ),
     description="RFC 9457 problem details (application/problem+json).",
 )
-ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 429: PROBLEM}
+
+
+def _problems(*codes: int) -> dict:
+    return {(code, "application/problem+json"): PROBLEM for code in codes}
+
+
+ERRORS = _problems(400, 401, 403, 404, 429)
+# POSTs may also answer 409 (not in this state, key still running) and 422
+# (an Idempotency-Key reused for another request).
+POST_ERRORS = {**ERRORS, **_problems(409, 422)}
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
@@ -103,8 +113,9 @@ class CaseListView(KeyedAPIView):
             OpenApiParameter("created_after", OpenApiTypes.DATETIME),
             OpenApiParameter("created_before", OpenApiTypes.DATETIME),
             OpenApiParameter("cursor", OpenApiTypes.STR),
+            OpenApiParameter("page_size", OpenApiTypes.INT),
         ],
-        responses={200: CaseSerializer(many=True), **ERRORS},
+        responses={200: CasePageSerializer, **ERRORS},
     )
     def get(self, request):
         """List cases, newest first, filtered as in the staff queue."""
@@ -128,7 +139,7 @@ class CaseListView(KeyedAPIView):
         operation_id="case_file",
         parameters=[IDEMPOTENCY],
         request={"multipart/form-data": OpenApiTypes.OBJECT},
-        responses={201: FiledSerializer, 409: PROBLEM, **ERRORS},
+        responses={201: FiledSerializer, **POST_ERRORS},
     )
     def post(self, request):
         """File a case for a merchant, with the form's fields and files.
@@ -197,7 +208,7 @@ class CaseVerifyView(KeyedAPIView):
         operation_id="case_verify",
         parameters=[IDEMPOTENCY],
         request=VerifySerializer,
-        responses={200: CaseSerializer, 409: PROBLEM, **ERRORS},
+        responses={200: CaseSerializer, **POST_ERRORS},
     )
     def post(self, request, reference: str):
         """Post the code e-mailed to the merchant's contact on file."""
@@ -232,7 +243,7 @@ class CaseActionView(KeyedAPIView):
         operation_id="case_action",
         parameters=[IDEMPOTENCY],
         request=ActionSerializer,
-        responses={200: CaseSerializer, 409: PROBLEM, **ERRORS},
+        responses={200: CaseSerializer, **POST_ERRORS},
     )
     def post(self, request, reference: str, name: str):
         """Apply a staff action as the staff user the key is linked to.
@@ -321,7 +332,7 @@ class RegistrySyncView(KeyedAPIView):
         operation_id="registry_sync",
         parameters=[IDEMPOTENCY],
         request={"application/json": OpenApiTypes.OBJECT},
-        responses={200: _SyncAnswer, **ERRORS},
+        responses={200: _SyncAnswer, **POST_ERRORS},
     )
     def post(self, request):
         """Apply merchants, terminals, bindings and transactions from the core.
