@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from webhooks import services
@@ -31,7 +32,11 @@ class SubscriptionAdmin(admin.ModelAdmin):
             _("Deliveries"),
         )
 
-    @admin.action(description=_("Rotate the signing secret (old one signs 24 h more)"))
+    @admin.action(
+        description=_(
+            "Rotate the signing secret (the old one signs during the overlap)"
+        )
+    )
     def rotate_secret(self, request, queryset) -> None:
         for subscription in queryset:
             rotated = services.subscription_rotate_secret(
@@ -81,9 +86,15 @@ class DeliveryAdmin(admin.ModelAdmin):
     def resend(self, request, queryset) -> None:
         for delivery in queryset:
             services.delivery_resend(delivery_id=delivery.pk)
+        count = queryset.count()
         self.message_user(
             request,
-            _("%(count)d deliveries queued again.") % {"count": queryset.count()},
+            ngettext(
+                "%(count)d delivery queued again.",
+                "%(count)d deliveries queued again.",
+                count,
+            )
+            % {"count": count},
         )
 
     def get_urls(self):
