@@ -21,6 +21,9 @@ access_log = logging.getLogger("api.access")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A first request still without an answer after this long died with its
+# process (no 5xx was even sent): its key may be used again.
+IDEMPOTENCY_ABANDONED_AFTER = timedelta(minutes=10)
 
 
 class _Replay(Exception):
@@ -68,6 +71,12 @@ class KeyedAPIView(APIView):
         if len(key) > 255:
             raise UnprocessableContent(_("The Idempotency-Key is too long."))
         fingerprint = _fingerprint(request)
+        IdempotencyRecord.objects.filter(
+            api_key=request.auth,
+            key=key,
+            status_code__isnull=True,
+            created_at__lt=timezone.now() - IDEMPOTENCY_ABANDONED_AFTER,
+        ).delete()
         record = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
         if record is None:
             try:

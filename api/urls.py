@@ -18,6 +18,11 @@ urlpatterns = [
         name="case-verify",
     ),
     path(
+        "v1/cases/<str:reference>/resend-code/",
+        views.CaseResendCodeView.as_view(),
+        name="case-resend-code",
+    ),
+    path(
         "v1/cases/<str:reference>/actions/<str:name>/",
         views.CaseActionView.as_view(),
         name="case-action",

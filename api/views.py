@@ -14,7 +14,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, Throttled, ValidationError
 from rest_framework.response import Response
 
 from api.base import KeyedAPIView
@@ -34,7 +34,7 @@ from cases.forms import RequestForm
 from cases.models import Case, CaseState, CaseTerminal
 from cases.services import intake, review
 from cases.services.common import CaseActionError
-from config.throttling import client_ip
+from config.throttling import client_ip, throttle_hit
 from terminals.forms import BindingStatusForm
 from terminals.importer import RegistryImportError
 from terminals.selectors import binding_status_check
@@ -113,6 +113,8 @@ class CaseListView(KeyedAPIView):
             OpenApiParameter("created_after", OpenApiTypes.DATETIME),
             OpenApiParameter("created_before", OpenApiTypes.DATETIME),
             OpenApiParameter("cursor", OpenApiTypes.STR),
+            OpenApiParameter("overdue", OpenApiTypes.BOOL),
+            OpenApiParameter("unassigned", OpenApiTypes.BOOL),
             OpenApiParameter("page_size", OpenApiTypes.INT),
         ],
         responses={200: CasePageSerializer, **ERRORS},
@@ -131,6 +133,10 @@ class CaseListView(KeyedAPIView):
             queryset = queryset.filter(created_at__gte=data["created_after"])
         if data.get("created_before"):
             queryset = queryset.filter(created_at__lt=data["created_before"])
+        if data.get("overdue"):
+            queryset = queryset.overdue()
+        if data.get("unassigned"):
+            queryset = queryset.filter(assigned_to__isnull=True)
         paginator = CaseCursorPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(CaseSerializer(page, many=True).data)
@@ -198,7 +204,10 @@ class _ListFilters(serializers.Serializer):
     merchant_id = serializers.CharField(max_length=20, required=False)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
+    overdue = serializers.BooleanField(required=False, default=False)
+    unassigned = serializers.BooleanField(required=False, default=False)
     cursor = serializers.CharField(required=False)
+    page_size = serializers.IntegerField(required=False, min_value=1)
 
 
 class CaseVerifyView(KeyedAPIView):
@@ -234,6 +243,39 @@ class CaseVerifyView(KeyedAPIView):
             }
             raise ValidationError({"code": [messages[result]]})
         return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class CaseResendCodeView(KeyedAPIView):
+    required_scopes = {"POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_resend_code",
+        parameters=[IDEMPOTENCY],
+        request=None,
+        responses={202: CaseSerializer, **POST_ERRORS},
+    )
+    def post(self, request, reference: str):
+        """E-mail a new code to the merchant's contact on file; earlier codes stop working.
+
+        Throttled per case as on the verify page; too soon after the last
+        code is a 429.
+        """
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        if throttle_hit("resend", f"case:{case.pk}"):
+            raise Throttled(
+                detail=str(_("A code was sent a moment ago; try again later."))
+            )
+        sent = intake.case_resend_code(case_id=case.pk, client_ip=client_ip(request))
+        if not sent:
+            raise Throttled(
+                wait=intake.resend_wait_seconds(case),
+                detail=str(_("A code was sent a moment ago; try again later.")),
+            )
+        return Response(
+            CaseSerializer(_case_or_404(reference)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class CaseActionView(KeyedAPIView):

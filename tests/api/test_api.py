@@ -476,3 +476,93 @@ def test_an_action_not_allowed_in_this_state_is_a_409(reviewer):
     )
 
     assert_problem(response, 409)
+
+
+def test_resending_the_code_mails_the_contact_on_file_and_is_throttled(
+    registry, django_capture_on_commit_callbacks
+):
+    # given: a case filed through the API a while ago
+    merchant, terminals = registry
+    client, _ = keyed_client(Scope.FILE_CASES)
+    with django_capture_on_commit_callbacks(execute=True):
+        reference = client.post(
+            "/api/v1/cases/", form_data(merchant, terminals), format="multipart"
+        ).json()["reference"]
+    Case.objects.filter(reference=reference).update(
+        code_sent_at=timezone.now() - timedelta(minutes=5)
+    )
+    url = f"/api/v1/cases/{reference}/resend-code/"
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = client.post(url)
+    too_soon = client.post(url)
+
+    # then
+    assert sent.status_code == 202, sent.content
+    assert [m.to for m in mail.outbox] == [["contact@onfile.example.com"]] * 2
+    assert code_from_mail(mail.outbox[0]) != code_from_mail(mail.outbox[1])
+    assert_problem(too_soon, 429)
+    assert "Retry-After" in too_soon
+
+
+def test_the_case_list_has_the_queues_overdue_and_unassigned_filters(reviewer):
+    client, _ = keyed_client(Scope.READ_CASES)
+    overdue = factories.CaseFactory(
+        state=CaseState.SUBMITTED, review_due_at=timezone.now() - timedelta(days=1)
+    )
+    factories.CaseFactory(state=CaseState.SUBMITTED)
+    factories.CaseFactory(
+        state=CaseState.IN_REVIEW,
+        assigned_to=reviewer,
+        review_due_at=timezone.now() - timedelta(days=1),
+    )
+
+    late = client.get("/api/v1/cases/", {"overdue": "true", "unassigned": "true"})
+
+    assert [c["reference"] for c in late.json()["results"]] == [overdue.reference]
+
+
+def test_an_idempotency_key_left_unanswered_by_a_dead_process_can_be_used_again():
+    # given: the first request's process died before answering
+    client, api_key = keyed_client(Scope.FILE_CASES)
+    case = factories.CaseFactory(state=CaseState.PENDING_VERIFICATION)
+    url = f"/api/v1/cases/{case.reference}/verify/"
+    client.post(url, {"code": "111111"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    record = IdempotencyRecord.objects.get(api_key=api_key, key="k")
+    IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=None, body="")
+
+    # when: retried at once, then after ten minutes
+    running = client.post(
+        url, {"code": "111111"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        created_at=timezone.now() - timedelta(minutes=11)
+    )
+    later = client.post(
+        url, {"code": "111111"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    # then
+    assert_problem(running, 409)
+    assert_problem(later, 400)  # the wrong code, answered this time
+    assert IdempotencyRecord.objects.get(key="k").status_code == 400
+
+
+def test_staff_create_a_key_in_admin_and_see_it_once(admin_client):
+    # when
+    response = admin_client.post(
+        "/admin/api/apikey/add/",
+        {"name": "tms", "scopes": [Scope.READ_CASES], "staff_user": ""},
+        follow=True,
+    )
+
+    # then
+    api_key = APIKey.objects.get(name="tms")
+    assert api_key.scopes == [Scope.READ_CASES]
+    shown = [str(m) for m in response.context["messages"]]
+    key = next(m for m in shown if "tms" in m).split(": ")[1].split(" ")[0]
+    assert APIKey.objects.get_from_key(key) == api_key
+    assert key not in api_key.hashed_key
+    page = admin_client.get(f"/admin/api/apikey/{api_key.pk}/change/")
+    assert key not in page.content.decode()
