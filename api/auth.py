@@ -68,16 +68,3 @@ class APIKeyRateThrottle(throttling.SimpleRateThrottle):
         if not isinstance(api_key, APIKey):
             return None
         return self.cache_format % {"scope": self.scope, "ident": api_key.pk}
-
-
-class AnonymousRateThrottle(throttling.SimpleRateThrottle):
-    """Throttle calls without a valid key per client address (key guessing)."""
-
-    scope = "api_anonymous"
-
-    def get_cache_key(self, request, view):
-        if isinstance(request.auth, APIKey):
-            return None
-        from config.throttling import client_ip
-
-        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}

@@ -401,15 +401,10 @@ LOGGING = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.auth.HasScope"],
-    "DEFAULT_THROTTLE_CLASSES": [
-        "api.auth.APIKeyRateThrottle",
-        "api.auth.AnonymousRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.APIKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         # Per API key, whatever address it calls from.
         "api_key": env("THROTTLE_API_KEY", default="600/min"),
-        # Calls without a valid key, per client address.
-        "api_anonymous": env("THROTTLE_API_ANONYMOUS", default="60/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
