@@ -86,3 +86,46 @@ class CasePageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = CaseSerializer(many=True)
+
+
+class FilingSerializer(serializers.Serializer):
+    """The fields of a filing, for the OpenAPI document only.
+
+    The request is validated by ``cases.forms.RequestForm``, the form of
+    /requests/new/, so that both channels apply the same rules.
+    """
+
+    merchant_id = serializers.CharField(help_text="15 digits")
+    uscc = serializers.CharField(
+        required=False, allow_blank=True, help_text="empty for a micro-merchant"
+    )
+    legal_rep_name = serializers.CharField()
+    applicant_name = serializers.CharField()
+    applicant_is_legal_rep = serializers.BooleanField(required=False)
+    applicant_phone = serializers.CharField()
+    applicant_email = serializers.EmailField()
+    serial_numbers = serializers.CharField(
+        required=False, help_text="one per line; or serial_numbers_file"
+    )
+    serial_numbers_file = serializers.FileField(required=False)
+    reason = serializers.ChoiceField(choices=Reason.choices)
+    reason_detail = serializers.CharField(required=False, allow_blank=True)
+    close_account = serializers.BooleanField(required=False)
+    replacement_serial_number = serializers.CharField(required=False, allow_blank=True)
+    declaration = serializers.BooleanField()
+    business_licence = serializers.FileField(required=False)
+    legal_rep_id = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="front and back"
+    )
+    device_evidence = serializers.ListField(
+        child=serializers.FileField(), required=False
+    )
+    contract = serializers.FileField(required=False)
+    bank_statement = serializers.FileField(required=False)
+    replacement_documents = serializers.ListField(
+        child=serializers.FileField(), required=False
+    )
+    authorisation_letter = serializers.FileField(required=False)
+    other_documents = serializers.ListField(
+        child=serializers.FileField(), required=False
+    )

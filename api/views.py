@@ -28,6 +28,7 @@ from api.serializers import (
     CasePageSerializer,
     CaseSerializer,
     FiledSerializer,
+    FilingSerializer,
     VerifySerializer,
 )
 from cases.forms import RequestForm
@@ -144,7 +145,7 @@ class CaseListView(KeyedAPIView):
     @extend_schema(
         operation_id="case_file",
         parameters=[IDEMPOTENCY],
-        request={"multipart/form-data": OpenApiTypes.OBJECT},
+        request={"multipart/form-data": FilingSerializer},
         responses={201: FiledSerializer, **POST_ERRORS},
     )
     def post(self, request):
@@ -283,7 +284,16 @@ class CaseActionView(KeyedAPIView):
 
     @extend_schema(
         operation_id="case_action",
-        parameters=[IDEMPOTENCY],
+        parameters=[
+            IDEMPOTENCY,
+            OpenApiParameter(
+                "name",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                enum=list(review.STAFF_TRANSITIONS),
+                description="A staff transition of CONTRACT.md.",
+            ),
+        ],
         request=ActionSerializer,
         responses={200: CaseSerializer, **POST_ERRORS},
     )
@@ -320,7 +330,13 @@ class BindingView(KeyedAPIView):
     @extend_schema(
         operation_id="binding_check",
         parameters=[
-            OpenApiParameter("merchant_id", OpenApiTypes.STR, required=True),
+            OpenApiParameter(
+                "merchant_id",
+                OpenApiTypes.STR,
+                required=True,
+                pattern=r"^\d{15}$",
+                description="The merchant number (15 digits).",
+            ),
         ],
         responses={200: BindingSerializer, **ERRORS},
     )
