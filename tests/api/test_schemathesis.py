@@ -71,7 +71,7 @@ def test_the_api_holds_its_schema_under_schemathesis(
             "not_a_server_error,status_code_conformance,"
             "content_type_conformance,response_schema_conformance",
             "--phases",
-            "examples,coverage,fuzzing",
+            "examples,coverage,fuzzing,stateful",
             "--max-examples",
             "8",
             "--workers",
