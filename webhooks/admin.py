@@ -1,5 +1,6 @@
 """Subscriptions, their delivery log and the resend button."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -10,17 +11,43 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from webhooks import services
-from webhooks.models import Delivery, Subscription
+from webhooks.models import EVENT_TYPES, Delivery, Subscription
+
+
+class SubscriptionForm(forms.ModelForm):
+    url = forms.URLField(label=_("URL"), max_length=500, assume_scheme="https")
+    event_types = forms.MultipleChoiceField(
+        label=_("event types"),
+        choices=[(t, t) for t in EVENT_TYPES],
+        initial=list(EVENT_TYPES),
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    class Meta:
+        model = Subscription
+        fields = ["url", "event_types", "is_active"]
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
+    form = SubscriptionForm
     list_display = ("url", "is_active", "event_types", "created_at", "delivery_log")
     list_filter = ("is_active",)
     search_fields = ("url",)
     fields = ("url", "event_types", "is_active", "previous_secret_until", "created_at")
     readonly_fields = ("previous_secret_until", "created_at")
     actions = ["rotate_secret"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            # Shown once, like an API key; give it to the receiver now.
+            self.message_user(
+                request,
+                _("Signing secret for %(url)s: %(secret)s")
+                % {"url": obj.url, "secret": obj.secret},
+                messages.WARNING,
+            )
 
     @admin.display(description=_("delivery log"))
     def delivery_log(self, obj: Subscription) -> str:

@@ -390,3 +390,34 @@ def test_a_later_change_waits_for_an_earlier_one_of_the_same_case(
         "case.in_review",
         "case.rejected",
     ]
+
+
+def test_staff_subscribe_a_url_in_admin_and_see_its_secret_once(admin_client):
+    # when
+    response = admin_client.post(
+        "/admin/webhooks/subscription/add/",
+        {
+            "url": "https://crm.example.com/hooks",
+            "event_types": ["case.completed", "case.failed"],
+            "is_active": "on",
+        },
+        follow=True,
+    )
+
+    # then
+    subscription = Subscription.objects.get()
+    assert subscription.event_types == ["case.completed", "case.failed"]
+    shown = " ".join(str(m) for m in response.context["messages"])
+    assert subscription.secret in shown
+    page = admin_client.get(f"/admin/webhooks/subscription/{subscription.pk}/change/")
+    assert subscription.secret not in page.content.decode()
+
+
+def test_an_unknown_event_type_is_refused_in_admin(admin_client):
+    response = admin_client.post(
+        "/admin/webhooks/subscription/add/",
+        {"url": "https://crm.example.com/hooks", "event_types": ["case.nope"]},
+    )
+
+    assert response.status_code == 200
+    assert Subscription.objects.count() == 0
