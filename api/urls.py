@@ -33,5 +33,6 @@ urlpatterns = [
         name="binding",
     ),
     path("v1/registry/sync/", views.RegistrySyncView.as_view(), name="registry-sync"),
-    re_path(r"^.*$", not_found),
+    # Only under v1/, so that other apps' /api/... routes are never shadowed.
+    re_path(r"^v1/", not_found),
 ]

@@ -242,7 +242,9 @@ class CaseVerifyView(KeyedAPIView):
                     "Too many wrong codes; the merchant must ask for a new code."
                 ),
             }
-            raise ValidationError({"code": [messages[result]]})
+            # Any other refusal the intake service may add answers the same way.
+            message = messages.get(result, _("This code cannot be accepted now."))
+            raise ValidationError({"code": [message]})
         return Response(CaseSerializer(_case_or_404(reference)).data)
 
 

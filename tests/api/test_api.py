@@ -566,3 +566,20 @@ def test_staff_create_a_key_in_admin_and_see_it_once(admin_client):
     assert key not in api_key.hashed_key
     page = admin_client.get(f"/admin/api/apikey/{api_key.pk}/change/")
     assert key not in page.content.decode()
+
+
+def test_a_refusal_the_api_does_not_know_yet_is_a_400_not_a_500(monkeypatch):
+    # given: the intake service refuses with a result added after this view
+    from cases.services import intake
+
+    client, _ = keyed_client(Scope.FILE_CASES)
+    case = factories.CaseFactory(state=CaseState.PENDING_VERIFICATION)
+    monkeypatch.setattr(intake, "case_verify", lambda **kwargs: "merchant_limit")
+
+    # when
+    response = client.post(
+        f"/api/v1/cases/{case.reference}/verify/", {"code": "123456"}, format="json"
+    )
+
+    # then
+    assert "code" in assert_problem(response, 400)["errors"]
