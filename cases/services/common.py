@@ -65,6 +65,8 @@ def case_apply_transition(
         # Free the terminals for a new request.
         CaseTerminal.objects.filter(case=case, is_open=True).update(is_open=False)
     case.save(update_fields=sorted(fields))
+    # Same transaction: a rolled-back change announces nothing.
+    webhook_case_transition(case=case, from_state=from_state)
     events.transition_event(
         case=case,
         name=name,
@@ -75,5 +77,3 @@ def case_apply_transition(
         client_ip=client_ip,
         visible_to_merchant=visible_to_merchant,
     )
-    # Same transaction: a rolled-back change announces nothing.
-    webhook_case_transition(case=case, from_state=from_state)
