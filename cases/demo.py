@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
+from pypdf import PdfWriter
 
 from cases import events, roles
 from cases.models import (
@@ -85,8 +86,6 @@ class DemoResult:
 
 
 def _pdf_bytes(title: str) -> bytes:
-    from pypdf import PdfWriter
-
     writer = PdfWriter()
     writer.add_blank_page(width=595, height=842)
     writer.add_metadata({"/Title": title})

@@ -472,6 +472,30 @@ def _as_list(value) -> list:
         return []
     return value if isinstance(value, list) else [value]
 
+    def filing(
+        self, *, language: str, client_ip: str | None, submission_key: str = ""
+    ) -> intake.CaseFiling:
+        """Return what the merchant filed, for ``intake.case_file`` (a valid form)."""
+        data = self.cleaned_data
+        return intake.CaseFiling(
+            merchant=self.merchant,
+            terminals=self.terminals,
+            uscc=data["uscc"],
+            legal_rep_name=data["legal_rep_name"],
+            applicant_name=data["applicant_name"],
+            applicant_is_legal_rep=data["applicant_is_legal_rep"],
+            applicant_phone=data["applicant_phone"],
+            applicant_email=data["applicant_email"],
+            reason=data["reason"],
+            reason_detail=data["reason_detail"],
+            close_account=data["close_account"],
+            replacement_terminal=self.replacement_terminal,
+            language=language,
+            client_ip=client_ip,
+            submission_key=submission_key,
+            uploads=self.uploads,
+        )
+
 
 class VerifyForm(DecodedTextMixin, forms.Form):
     code = forms.CharField(

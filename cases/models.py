@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -297,8 +298,6 @@ class Case(models.Model):
         )
 
     def get_tracking_path(self) -> str:
-        from django.urls import reverse
-
         return reverse("cases:detail", kwargs={"token": self.tracking_token})
 
     # --- predicates -----------------------------------------------------------

@@ -21,7 +21,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from cases import tasks
-from cases.models import Case, Document, Notification
+from cases.models import Case, Document, ExecutionStep, Notification
 from cases.sms import SMS, SmsRefused, notices_by_channel, sms_fallback, sms_message
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,6 @@ def _template_base(notification: Notification) -> str:
 
 def _step_rows(steps: list) -> list[tuple[str, str]]:
     """The (step, status) codes of a notice as labels in the current language."""
-    from cases.models import ExecutionStep
 
     labels = dict(ExecutionStep.Step.choices)
     statuses = dict(ExecutionStep.Status.choices)

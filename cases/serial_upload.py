@@ -114,6 +114,7 @@ def line_errors(problems: dict[str, str], *, sheet: SerialSheet) -> list[str]:
 
 def _xlsx_rows(content: bytes) -> Iterator[tuple[int, str]]:
     """Yield (row number, first cell as text) of the workbook's first sheet."""
+    # openpyxl is loaded only when a workbook is uploaded, not by every process.
     from openpyxl import load_workbook
 
     try:

@@ -28,6 +28,7 @@ from django.db.models import Count, Sum
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from cases.connectors.local import settlement_reference
 from cases.models import Case
 from terminals.models import Terminal, Transaction
 
@@ -279,8 +280,6 @@ def case_statement_input(*, case: Case) -> StatementInput:
 
 
 def _settlement_reference(case: Case) -> str:
-    from cases.services.execution import settlement_reference
-
     return settlement_reference(case)
 
 

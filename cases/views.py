@@ -83,24 +83,10 @@ def case_file_view(request: HttpRequest) -> HttpResponse:
             return redirect("cases:verify", token=token)
         form = CaseFilingForm(request.POST, request.FILES)
         if form.is_valid():
-            data = form.cleaned_data
-            filing = intake.CaseFiling(
-                merchant=form.merchant,
-                terminals=form.terminals,
-                uscc=data["uscc"],
-                legal_rep_name=data["legal_rep_name"],
-                applicant_name=data["applicant_name"],
-                applicant_is_legal_rep=data["applicant_is_legal_rep"],
-                applicant_phone=data["applicant_phone"],
-                applicant_email=data["applicant_email"],
-                reason=data["reason"],
-                reason_detail=data["reason_detail"],
-                close_account=data["close_account"],
-                replacement_terminal=form.replacement_terminal,
+            filing = form.filing(
                 language=translation.get_language() or "zh-hans",
                 client_ip=client_address(request),
                 submission_key=submission_key,
-                uploads=form.uploads,
             )
             try:
                 _case, token = intake.case_file(filing=filing)

@@ -59,6 +59,12 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "terminals",
     "cases",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "api",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -463,3 +469,53 @@ SMS_SIGN_NAME = env("SMS_SIGN_NAME", default="")
 # verification_code=SMS_1001,receipt=SMS_1002,completed=SMS_1005
 SMS_TEMPLATES = env.dict("SMS_TEMPLATES", default={})
 SMS_TIMEOUT = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
+# API for the provider's own systems (docs/api.md) and its webhooks
+# https://www.django-rest-framework.org/api-guide/settings/
+# ------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.APIKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.APIKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per API key, whatever address it calls from.
+        "api_key": env("THROTTLE_API_KEY", default="600/min"),
+    },
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.problems.problem_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "POS unbinding API",
+    "DESCRIPTION": "Cases, binding checks and staff actions for the provider's own systems. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Swagger UI from the product's own static files (no CDN; CSP stays 'self').
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_links",
+    ],
+}
+# Webhooks: a failed delivery is retried with exponential backoff and full
+# jitter (base, cap in seconds) until this long after the event, then failed.
+WEBHOOK_TIMEOUT_SECONDS = env.int("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=20)
+WEBHOOK_RETRY_MAX_SECONDS = env.int("WEBHOOK_RETRY_MAX_SECONDS", default=3600)
+WEBHOOK_RETRY_FOR = timedelta(hours=env.int("WEBHOOK_RETRY_FOR_HOURS", default=24))
+# After a secret rotation the old secret also signs for this long.
+WEBHOOK_SECRET_OVERLAP = timedelta(
+    hours=env.int("WEBHOOK_SECRET_OVERLAP_HOURS", default=24)
+)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "webhooks.tasks.webhook_sweep_task",
+    "schedule": 15.0,
+}

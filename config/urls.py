@@ -11,4 +11,5 @@ urlpatterns = [
     path("requests/", include("cases.urls")),
     path("api/core/", include("cases.connectors.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
 ]

@@ -34,7 +34,7 @@ from tests import factories
 ROOT = Path(settings.BASE_DIR)
 PO_PATH = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
 # What makemessages reads: the same directories as `docs/i18n.md` says.
-SOURCE_DIRS = ["cases", "terminals", "config", "templates", "static"]
+SOURCE_DIRS = ["cases", "terminals", "config", "templates", "static", "api", "webhooks"]
 SOURCE_SUFFIXES = {".py", ".html", ".txt"}
 
 # %(name)s / %(count)d, bare %s / %d, str.format's {} / {name}, and HTML tags.

@@ -8,6 +8,7 @@ from django_fsm import can_proceed, has_transition_perm
 
 from cases import events
 from cases.models import CLOSED_STATES, Case, CaseEvent, CaseTerminal
+from webhooks.services import webhook_case_transition
 
 
 class CaseActionError(Exception):
@@ -64,6 +65,8 @@ def case_apply_transition(
         # Free the terminals for a new request.
         CaseTerminal.objects.filter(case=case, is_open=True).update(is_open=False)
     case.save(update_fields=sorted(fields))
+    # Same transaction: a rolled-back change announces nothing.
+    webhook_case_transition(case=case, from_state=from_state)
     return events.transition_event(
         case=case,
         name=name,

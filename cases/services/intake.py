@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone, translation
@@ -462,8 +463,6 @@ def _discard(uploads) -> None:
 
 
 def _delete_stored(stored) -> None:
-    from django.core.files.storage import default_storage
-
     for _kind, _upload, name in stored:
         try:
             default_storage.delete(name)

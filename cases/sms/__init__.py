@@ -169,6 +169,8 @@ def sms_fallback(*, notification_id: int) -> Notification | None:
 
     Call inside the transaction that marks the SMS failed.
     """
+    # cases.notifications imports this module at load: importing it here at
+    # the top would be circular.
     from cases.notifications import notification_dispatch
 
     sms = Notification.objects.filter(pk=notification_id, channel=SMS).first()

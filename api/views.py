@@ -1,0 +1,417 @@
+"""The API's views: thin translations of HTTP into selectors and services.
+
+Each view names the scope it needs per method in ``required_scopes``.
+"""
+
+from django.db.models import Prefetch
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import (
+    NotFound,
+    PermissionDenied,
+    Throttled,
+    ValidationError,
+)
+from rest_framework.response import Response
+
+from api.base import KeyedAPIView
+from api.models import Scope
+from api.pagination import CaseCursorPagination
+from api.problems import BadRecord, Conflict
+from api.registry import registry_sync
+from api.serializers import (
+    ActionSerializer,
+    BindingSerializer,
+    CasePageSerializer,
+    CaseSerializer,
+    FiledSerializer,
+    FilingSerializer,
+    VerifySerializer,
+)
+from cases.actions import STAFF_ACTIONS
+from cases.forms import CaseFilingForm
+from cases.models import Case, CaseState, CaseTerminal
+from cases.selectors import case_code_resend_wait_seconds
+from cases.services import intake, review
+from cases.services.common import CaseActionError
+from config.client_address import client_address
+from config.throttling import throttle_hit
+from terminals.forms import BindingStatusForm
+from terminals.importer import RegistryImportError
+from terminals.selectors import binding_status_check
+
+PROBLEM = OpenApiResponse(
+    response=inline_serializer(
+        "Problem",
+        {
+            "type": serializers.CharField(),
+            "title": serializers.CharField(),
+            "status": serializers.IntegerField(),
+            "detail": serializers.CharField(),
+        },
+    ),
+    description="RFC 9457 problem details (application/problem+json).",
+)
+
+
+def _problems(*codes: int) -> dict:
+    return {(code, "application/problem+json"): PROBLEM for code in codes}
+
+
+ERRORS = _problems(400, 401, 403, 404, 429)
+# POSTs may also answer 409 (not in this state, key still running) and 422
+# (an Idempotency-Key reused for another request).
+POST_ERRORS = {**ERRORS, **_problems(409, 422)}
+IDEMPOTENCY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="A repeat with the same key returns the first answer.",
+)
+
+
+def _cases():
+    return Case.objects.select_related(
+        "merchant", "replacement_terminal"
+    ).prefetch_related(
+        Prefetch(
+            "case_terminals",
+            queryset=CaseTerminal.objects.select_related("terminal").order_by("pk"),
+            to_attr="prefetched_links",
+        )
+    )
+
+
+def _case_or_404(reference: str) -> Case:
+    case = _cases().filter(reference=reference).first()
+    if case is None:
+        raise NotFound(_("There is no case with this reference."))
+    return case
+
+
+class CaseDetailView(KeyedAPIView):
+    required_scopes = {"GET": Scope.READ_CASES}
+
+    @extend_schema(
+        operation_id="case_retrieve", responses={200: CaseSerializer, **ERRORS}
+    )
+    def get(self, request, reference: str):
+        """Return one case by its reference."""
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class CaseListView(KeyedAPIView):
+    """List cases and file new ones."""
+
+    required_scopes = {"GET": Scope.READ_CASES, "POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_list",
+        parameters=[
+            OpenApiParameter("state", OpenApiTypes.STR, enum=CaseState.values),
+            OpenApiParameter("merchant_id", OpenApiTypes.STR),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter("cursor", OpenApiTypes.STR),
+            OpenApiParameter("overdue", OpenApiTypes.BOOL),
+            OpenApiParameter("unassigned", OpenApiTypes.BOOL),
+            OpenApiParameter("page_size", OpenApiTypes.INT),
+        ],
+        responses={200: CasePageSerializer, **ERRORS},
+    )
+    def get(self, request):
+        """List cases, newest first, filtered as in the staff queue."""
+        params = _ListFilters(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        queryset = _cases()
+        data = params.validated_data
+        if data.get("state"):
+            queryset = queryset.filter(state=data["state"])
+        if data.get("merchant_id"):
+            queryset = queryset.filter(merchant__merchant_id=data["merchant_id"])
+        if data.get("created_after"):
+            queryset = queryset.filter(created_at__gte=data["created_after"])
+        if data.get("created_before"):
+            queryset = queryset.filter(created_at__lt=data["created_before"])
+        if data.get("overdue"):
+            queryset = queryset.overdue()
+        if data.get("unassigned"):
+            queryset = queryset.filter(assigned_to__isnull=True)
+        paginator = CaseCursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(CaseSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="case_file",
+        parameters=[IDEMPOTENCY],
+        request={"multipart/form-data": FilingSerializer},
+        responses={201: FiledSerializer, **POST_ERRORS},
+    )
+    def post(self, request):
+        """File a case for a merchant, with the form's fields and files.
+
+        The same rules as /requests/new/ apply. The case waits in
+        ``pending_verification`` until the code e-mailed to the merchant's
+        contact on file is posted to ``/api/v1/cases/<reference>/verify/``.
+        """
+        form = CaseFilingForm(request.POST, request.FILES)
+        if not form.is_valid():
+            form.discard_uploads()
+            raise ValidationError(
+                {
+                    field: [str(e) for e in errors]
+                    for field, errors in form.errors.items()
+                }
+            )
+        filing = form.filing(
+            language=translation.get_language() or "zh-hans",
+            client_ip=client_address(request),
+        )
+        try:
+            case, _token = intake.case_file(filing=filing)
+        except CaseActionError as exc:
+            form.discard_uploads()
+            raise Conflict(exc.message) from None
+        self.audit_reference = case.reference or ""
+        return Response(
+            FiledSerializer(
+                {
+                    "reference": case.reference,
+                    "state": case.state,
+                    "verify_url": f"/api/v1/cases/{case.reference}/verify/",
+                }
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class _ListFilters(serializers.Serializer):
+    state = serializers.ChoiceField(choices=CaseState.choices, required=False)
+    merchant_id = serializers.CharField(max_length=20, required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    overdue = serializers.BooleanField(required=False, default=False)
+    unassigned = serializers.BooleanField(required=False, default=False)
+    cursor = serializers.CharField(required=False)
+    page_size = serializers.IntegerField(required=False, min_value=1)
+
+
+class CaseVerifyView(KeyedAPIView):
+    required_scopes = {"POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_verify",
+        parameters=[IDEMPOTENCY],
+        request=VerifySerializer,
+        responses={200: CaseSerializer, **POST_ERRORS},
+    )
+    def post(self, request, reference: str):
+        """Post the code e-mailed to the merchant's contact on file."""
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        serializer = VerifySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = intake.case_verify(
+            case_id=case.pk,
+            code=serializer.validated_data["code"],
+            client_ip=client_address(request),
+        )
+        if result not in (
+            intake.VerificationResult.OK,
+            intake.VerificationResult.NOT_PENDING,
+        ):
+            messages = {
+                intake.VerificationResult.WRONG: _("This code is not right."),
+                intake.VerificationResult.EXPIRED: _("This code has expired."),
+                intake.VerificationResult.LOCKED: _(
+                    "Too many wrong codes; the merchant must ask for a new code."
+                ),
+            }
+            # Any other refusal the intake service may add answers the same way.
+            message = messages.get(result, _("This code cannot be accepted now."))
+            raise ValidationError({"code": [message]})
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class CaseResendCodeView(KeyedAPIView):
+    required_scopes = {"POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="case_resend_code",
+        parameters=[IDEMPOTENCY],
+        request=None,
+        responses={202: CaseSerializer, **POST_ERRORS},
+    )
+    def post(self, request, reference: str):
+        """E-mail a new code to the merchant's contact on file; earlier codes stop working.
+
+        Throttled per case as on the verify page; too soon after the last
+        code is a 429.
+        """
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        if throttle_hit("resend", f"case:{case.pk}"):
+            raise Throttled(
+                detail=str(_("A code was sent a moment ago; try again later."))
+            )
+        sent = intake.case_resend_code(
+            case_id=case.pk, client_ip=client_address(request)
+        )
+        if not sent:
+            raise Throttled(
+                wait=case_code_resend_wait_seconds(case=case),
+                detail=str(_("A code was sent a moment ago; try again later.")),
+            )
+        return Response(
+            CaseSerializer(_case_or_404(reference)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class CaseActionView(KeyedAPIView):
+    required_scopes = {"POST": Scope.ACT_ON_CASES}
+
+    @extend_schema(
+        operation_id="case_action",
+        parameters=[
+            IDEMPOTENCY,
+            OpenApiParameter(
+                "name",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                enum=list(STAFF_ACTIONS),
+                description="A staff action (cases/actions.py, the table the admin reads).",
+            ),
+        ],
+        request=ActionSerializer,
+        responses={200: CaseSerializer, **POST_ERRORS},
+    )
+    def post(self, request, reference: str, name: str):
+        """Apply a staff action as the staff user the key is linked to.
+
+        The same service as the admin: the user's groups, maker-checker and
+        assignee rules decide; a refusal is a 403 or 409 and changes nothing.
+        """
+        if name not in STAFF_ACTIONS:
+            raise NotFound(_("There is no such action."))
+        actor = request.auth.staff_user
+        if actor is None:
+            raise PermissionDenied(_("This API key is not linked to a staff user."))
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        serializer = ActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        review.case_transition(
+            case_id=case.pk,
+            name=name,
+            actor=actor,
+            note=serializer.validated_data["note"],
+            client_ip=client_address(request),
+        )
+        return Response(CaseSerializer(_case_or_404(reference)).data)
+
+
+class BindingView(KeyedAPIView):
+    required_scopes = {"GET": Scope.READ_CASES}
+
+    @extend_schema(
+        operation_id="binding_check",
+        parameters=[
+            OpenApiParameter(
+                "merchant_id",
+                OpenApiTypes.STR,
+                required=True,
+                pattern=r"^\d{15}$",
+                description="The merchant number (15 digits).",
+            ),
+        ],
+        responses={200: BindingSerializer, **ERRORS},
+    )
+    def get(self, request, serial_number: str):
+        """Tell whether the terminal is bound to the merchant, and nothing else.
+
+        False alike for an unknown terminal, an unknown merchant, a terminal in
+        stock and one bound to another merchant (as /terminals/status/).
+        """
+        form = BindingStatusForm(
+            {
+                "merchant_id": request.query_params.get("merchant_id", ""),
+                "serial_number": serial_number,
+            }
+        )
+        if not form.is_valid():
+            raise ValidationError(
+                {
+                    field: [str(e) for e in errors]
+                    for field, errors in form.errors.items()
+                }
+            )
+        bound = binding_status_check(**form.cleaned_data)
+        return Response(BindingSerializer({"bound": bound}).data)
+
+
+class _SyncAnswer(serializers.Serializer):
+    class _Counts(serializers.Serializer):
+        created = serializers.IntegerField()
+        updated = serializers.IntegerField()
+        unchanged = serializers.IntegerField()
+
+    class _Conflict(serializers.Serializer):
+        serial_number = serializers.CharField()
+        merchant_id = serializers.CharField()
+        record_as_of = serializers.DateTimeField()
+        local_changed_at = serializers.DateTimeField()
+        detail = serializers.CharField()
+
+    merchants = _Counts()
+    terminals = _Counts()
+    bindings = _Counts()
+    transactions = _Counts()
+    conflicts = _Conflict(many=True)
+
+
+class RegistrySyncView(KeyedAPIView):
+    required_scopes = {"POST": Scope.SYNC_REGISTRY}
+
+    @extend_schema(
+        operation_id="registry_sync",
+        parameters=[IDEMPOTENCY],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={200: _SyncAnswer, **POST_ERRORS},
+    )
+    def post(self, request):
+        """Apply merchants, terminals, bindings and transactions from the core.
+
+        The registry file format of ``import_registry`` plus ``as_of`` (the
+        body's, or a terminal record's own). A record older than a binding
+        change made here is not applied but listed in ``conflicts`` (and for
+        staff in the admin); a bad record rejects the whole body.
+        """
+        try:
+            result = registry_sync(
+                data=request.data, sent_by=f"api:{request.auth.name}"
+            )
+        except RegistryImportError as error:
+            raise BadRecord(
+                str(error),
+                record={
+                    "section": error.section,
+                    "index": error.index,
+                    "field": error.field,
+                    "reason": error.reason,
+                },
+            ) from None
+        return Response(
+            _SyncAnswer(
+                {**result.imported.as_dict(), "conflicts": result.conflicts}
+            ).data
+        )
