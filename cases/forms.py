@@ -466,12 +466,6 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
             self.discard_uploads()
         return cleaned
 
-
-def _as_list(value) -> list:
-    if not value:
-        return []
-    return value if isinstance(value, list) else [value]
-
     def filing(
         self, *, language: str, client_ip: str | None, submission_key: str = ""
     ) -> intake.CaseFiling:
@@ -495,6 +489,12 @@ def _as_list(value) -> list:
             submission_key=submission_key,
             uploads=self.uploads,
         )
+
+
+def _as_list(value) -> list:
+    if not value:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 class VerifyForm(DecodedTextMixin, forms.Form):

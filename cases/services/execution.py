@@ -208,13 +208,21 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
         .order_by("terminal__serial_number")
     ]
     results = {s.step: s.result for s in steps}
+    # Counted once per run: every step's idempotency key carries it.
+    retry_round = _retry_round(case)
     delay = float(getattr(settings, "EXECUTION_STEP_DELAY", 0) or 0)
     for step in steps:
         if step.status in (ExecutionStep.Status.DONE, ExecutionStep.Status.SKIPPED):
             continue
         if delay:  # test hook: widen the window for crash tests
             time.sleep(delay)
-        stopped = _step_run(case=case, step=step, terminals=terminals, results=results)
+        stopped = _step_run(
+            case=case,
+            step=step,
+            terminals=terminals,
+            results=results,
+            retry_round=retry_round,
+        )
         if stopped is not None:
             return stopped
     return ExecutionOutcome.COMPLETED
@@ -251,13 +259,19 @@ def _step_run(
     step: ExecutionStep,
     terminals: list[Terminal],
     results: dict[str, dict],
+    retry_round: int = 0,
 ) -> ExecutionOutcome | None:
     """Run one step with its row in one transaction; return why the run stops, if it does."""
     now = timezone.now()
     try:
         with transaction.atomic():
             result = STEP_FUNCTIONS[step.step](
-                case=case, terminals=terminals, results=results, now=now, step=step
+                case=case,
+                terminals=terminals,
+                results=results,
+                now=now,
+                step=step,
+                retry_round=retry_round,
             )
             step.status = ExecutionStep.Status.DONE
             step.result = result
@@ -323,6 +337,7 @@ def _step_verify_bindings(
     results: dict,
     now: datetime,
     step: ExecutionStep | None = None,
+    retry_round: int = 0,
 ) -> dict:
     """Check every terminal is still actively bound to the merchant as filed."""
     if case.merchant.status != Merchant.Status.ACTIVE:
@@ -371,6 +386,7 @@ def _step_verify_bindings(
         results=results,
         now=now,
         step=step,
+        retry_round=retry_round,
     )
     return {"terminals": [t.serial_number for t in terminals], **remote}
 
@@ -408,6 +424,7 @@ def _connector_run(
     results: dict,
     now: datetime,
     step: ExecutionStep | None = None,
+    retry_round: int = 0,
 ) -> dict:
     """Do step ``name`` through the connector; raise StepPending if the core said so.
 
@@ -418,7 +435,7 @@ def _connector_run(
     key = (
         step.idempotency_key
         if waiting and step.idempotency_key
-        else connectors.idempotency_key(case=case, step=name, round=_retry_round(case))
+        else connectors.idempotency_key(case=case, step=name, round=retry_round)
     )
     operation = connectors.Operation(
         step=name,
@@ -513,7 +530,13 @@ def execution_step_answer(*, key: str, answer: dict) -> bool:
 
 
 def _step_notify(
-    *, case: Case, terminals: list[Terminal], results: dict, now: datetime, step=None
+    *,
+    case: Case,
+    terminals: list[Terminal],
+    results: dict,
+    now: datetime,
+    step=None,
+    retry_round: int = 0,
 ) -> dict:
     """Queue the completion notices: the merchant, the applicant, each department.
 
