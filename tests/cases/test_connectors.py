@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from cases.connectors.views import callback_signature
 from cases.models import Case, CaseEvent, CaseState, ExecutionStep
+from cases.services import execution
 from cases.services.execution import ExecutionOutcome, case_execute
 from cases.services.housekeeping import outbox_sweep
 from cases.tasks import case_execute_task
@@ -96,6 +97,20 @@ def sweep_later(django_capture_on_commit_callbacks) -> dict:
         return outbox_sweep(now=timezone.now() + timedelta(hours=1))
 
 
+def expected_key(case, name: str, *, base: str = "") -> str:
+    """The idempotency key of a step; the unbinding goes by batch of terminals."""
+    base = base or f"{case.reference}.{name}"
+    if name != Step.UNBIND:
+        return base
+    terminals = [
+        link.terminal
+        for link in case.case_terminals.select_related("terminal").order_by(
+            "terminal__serial_number"
+        )
+    ]
+    return execution.terminal_batch_key(base=base, terminals=terminals)
+
+
 @pytest.mark.django_db
 def test_core_does_each_step_and_its_references_are_recorded(
     core, django_capture_on_commit_callbacks
@@ -121,7 +136,7 @@ def test_core_does_each_step_and_its_references_are_recorded(
     steps = {s.step: s for s in case.steps.all()}
     for name in [*CORE_STEPS, Step.BIND_REPLACEMENT]:
         assert steps[name].remote_reference == f"CORE-{name}"
-        assert steps[name].idempotency_key == f"{case.reference}.{name}"
+        assert steps[name].idempotency_key == expected_key(case, name)
     assert (
         not Binding.objects.active()
         .filter(merchant=case.merchant)
@@ -240,7 +255,10 @@ def test_a_retried_case_asks_the_core_again_under_a_new_key(
     case.refresh_from_db()
     assert case.state == CaseState.COMPLETED
     keys = [r.headers["idempotency-key"] for r in posts(core, "unbind")]
-    assert keys == [f"{case.reference}.unbind", f"{case.reference}.unbind.r1"]
+    assert keys == [
+        expected_key(case, "unbind"),
+        expected_key(case, "unbind", base=f"{case.reference}.unbind.r1"),
+    ]
 
 
 @pytest.mark.django_db
