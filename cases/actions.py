@@ -60,6 +60,9 @@ class StaffAction:
     notifies: str = ""
     # Approval and retry hand the case to the background execution.
     starts_execution: bool = False
+    # The confirmation page lists the execution steps already done and what
+    # becomes of each terminal (kept bound or already released).
+    shows_steps: bool = False
 
     def permits(self, case, user) -> bool:
         """Tell whether ``user``'s role allows this action on ``case`` (the fsm permission)."""
@@ -183,6 +186,24 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
                 "execution_queued_at": now,
             },
             starts_execution=True,
+        ),
+        StaffAction(
+            name="abandon",
+            label=_("Abandon the case"),
+            effect=_(
+                "The failed case is closed as not carried out and its terminals "
+                "become free for a new request. The steps already done stay done: "
+                "a terminal already unbound stays unbound, the others stay bound "
+                "to the merchant. Your note is shown to the merchant and sent by "
+                "e-mail and SMS. This cannot be undone."
+            ),
+            style="danger",
+            note_required=True,
+            groups=(roles.OPERATIONS,),
+            irreversible=True,
+            shows_steps=True,
+            sets=lambda *, actor, now, note: {"decision_note": note},
+            notifies="abandoned",
         ),
     )
 }

@@ -22,6 +22,7 @@ from cases.models import (
     CaseState,
     CaseTerminal,
     Document,
+    ExecutionStep,
 )
 from cases.tokens import tracking_token_fields
 from terminals import identifiers
@@ -488,9 +489,103 @@ def demo_seed() -> DemoResult:
         now=now,
         fees=Decimal("120.00"),
     )
+    cases += _chain_partly_unbound(now)
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),
         terminals=Terminal.objects.count(),
         cases=cases,
     )
+
+
+# A chain whose execution stopped half-way (issue 14, "Chains" and
+# "Failures"): 120 terminals unbound in batches, 3 refused by the core, the
+# case failed naming them, for Operations to retry or abandon. A merchant
+# number and serial numbers well apart from the other demo data.
+PARTIAL_CHAIN_MERCHANT = (40, "鲜果多连锁超市有限公司", "钱军", "smart")
+PARTIAL_CHAIN_TERMINALS = 120
+PARTIAL_CHAIN_FIRST_SERIAL = 4000
+PARTIAL_CHAIN_REFUSED = (4007, 4063, 4111)
+
+
+def _chain_partly_unbound(now) -> int:
+    """A failed chain: most terminals unbound, three refused; 1 if created."""
+    number, name, legal_rep, kind = PARTIAL_CHAIN_MERCHANT
+    merchant = _merchant_of_kind(
+        number,
+        name,
+        legal_rep,
+        kind=Merchant.Kind.ENTERPRISE,
+        uscc=identifiers.make_uscc(number),
+    )
+    _bound_terminals(
+        merchant,
+        first=PARTIAL_CHAIN_FIRST_SERIAL,
+        count=PARTIAL_CHAIN_TERMINALS,
+        kind=kind,
+        deposit=DEMO_DEPOSIT,
+        now=now,
+    )
+    salt = "partialchain" + "0" * 20
+    if not _case_for(
+        merchant, salt=salt, state=CaseState.FAILED, reason="business_change", now=now
+    ):
+        return 0
+    User = get_user_model()
+    case = Case.objects.get(token_salt=salt)
+    refused = {identifiers.make_serial_number(n) for n in PARTIAL_CHAIN_REFUSED}
+    reason = f"{len(refused)} 台终端被拒绝：{', '.join(sorted(refused))}"
+    Case.objects.filter(pk=case.pk).update(
+        assigned_to=User.objects.get(username="reviewer"),
+        recommended_by=User.objects.get(username="reviewer"),
+        approved_by=User.objects.get(username="approver"),
+        approved_at=now - timedelta(hours=2),
+        failure_step=ExecutionStep.Step.UNBIND,
+        failure_reason=reason,
+    )
+    Document.objects.filter(case=case).update(
+        review_status=Document.ReviewStatus.ACCEPTED
+    )
+    done_at = now - timedelta(hours=1)
+    links = CaseTerminal.objects.filter(case=case).select_related("terminal")
+    done_ids = []
+    for link in links:
+        if link.terminal.serial_number in refused:
+            link.execution_status = CaseTerminal.ExecutionStatus.FAILED
+            link.execution_error = "核心系统拒绝：终端存在未结清的押金纠纷"
+        else:
+            link.execution_status = CaseTerminal.ExecutionStatus.DONE
+            link.executed_at = done_at
+            done_ids.append(link.terminal_id)
+    CaseTerminal.objects.bulk_update(
+        links, ["execution_status", "execution_error", "executed_at"]
+    )
+    Binding.objects.filter(terminal_id__in=done_ids, ended_at__isnull=True).update(
+        ended_at=done_at, ended_reason=f"case {case.reference}: business_change"
+    )
+    Terminal.objects.filter(pk__in=done_ids).update(status=Terminal.Status.UNBOUND)
+    status = {
+        ExecutionStep.Step.VERIFY_BINDINGS: ExecutionStep.Status.DONE,
+        ExecutionStep.Step.SETTLE: ExecutionStep.Status.DONE,
+        ExecutionStep.Step.EXPORT: ExecutionStep.Status.DONE,
+        ExecutionStep.Step.UNBIND: ExecutionStep.Status.FAILED,
+        ExecutionStep.Step.BIND_REPLACEMENT: ExecutionStep.Status.SKIPPED,
+        ExecutionStep.Step.CLOSE_ACCOUNT: ExecutionStep.Status.SKIPPED,
+        ExecutionStep.Step.NOTIFY: ExecutionStep.Status.PENDING,
+    }
+    ExecutionStep.objects.bulk_create(
+        [
+            ExecutionStep(
+                case=case,
+                step=step,
+                position=position,
+                status=status[step],
+                error=reason if status[step] == ExecutionStep.Status.FAILED else "",
+                finished_at=done_at
+                if status[step] != ExecutionStep.Status.PENDING
+                else None,
+            )
+            for position, step in enumerate(ExecutionStep.Step.values, start=1)
+        ]
+    )
+    return 1

@@ -276,6 +276,23 @@ def step_answered_event(
     )
 
 
+def terminal_batch_event(
+    *, case: Case, step: str, key: str, done: int, refused: dict[str, str]
+) -> CaseEvent:
+    """Record one batch of a chain's terminals: how many done, which refused and why."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.STEP,
+        note="; ".join(f"{sn}: {reason}" for sn, reason in sorted(refused.items())),
+        payload={
+            "step": step,
+            "key": key,
+            "done": done,
+            "refused": sorted(refused),
+        },
+    )
+
+
 def documents_purged_event(
     *, case: Case, document_ids: list[int], note: str
 ) -> CaseEvent:

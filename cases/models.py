@@ -476,6 +476,21 @@ class Case(models.Model):
     def retry(self) -> None:
         """Operations fixed the cause; execution resumes from the failed step."""
 
+    @transition(
+        field=state,
+        source=CaseState.FAILED,
+        target=CaseState.REJECTED,
+        permission=staff_action_permission("abandon"),
+    )
+    def abandon(self) -> None:
+        """Operations gives up on a failed case: closed, its terminals freed.
+
+        The contract's list of states is fixed, so an abandoned case ends
+        ``rejected`` (the request will not be carried out, by staff decision,
+        with a reason); the ``abandon`` transition in its timeline tells it
+        apart from a rejection in review.
+        """
+
 
 def required_document_kinds(
     *,
@@ -506,6 +521,14 @@ class CaseTerminal(models.Model):
     """A terminal named in a case. ``is_open`` mirrors whether the case is open,
     so that the database refuses a second open case for the same terminal."""
 
+    class ExecutionStatus(models.TextChoices):
+        # Not unbound yet (or refused before and retried since).
+        PENDING = "pending", _("Pending")
+        # Its binding ended at the core and in the registry; never sent again.
+        DONE = "done", _("Unbound")
+        # The core or the registry refused it; Operations' retry sends it again.
+        FAILED = "failed", _("Refused")
+
     case = models.ForeignKey(
         Case,
         verbose_name=_("case"),
@@ -519,6 +542,18 @@ class CaseTerminal(models.Model):
         related_name="case_links",
     )
     is_open = models.BooleanField(_("case open"), default=True)
+    # Per-terminal progress of the execution (chains run in batches of
+    # EXECUTION_BATCH_SIZE): one column here rather than a row per terminal and
+    # step, so a page counts a case's progress with one aggregate over the
+    # case's own rows, whatever its number of terminals.
+    execution_status = models.CharField(
+        _("execution"),
+        max_length=16,
+        choices=ExecutionStatus.choices,
+        default=ExecutionStatus.PENDING,
+    )
+    execution_error = models.TextField(_("execution error"), blank=True)
+    executed_at = models.DateTimeField(_("unbound at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("terminal of the case")
@@ -695,6 +730,7 @@ class Notification(models.Model):
         COMPLETED = "completed", _("Completed")
         DEPARTMENT_COMPLETED = "department_completed", _("Completed (department)")
         EXECUTION_FAILED = "execution_failed", _("Execution failed")
+        ABANDONED = "abandoned", _("Abandoned")
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
 
     class Channel(models.TextChoices):

@@ -19,6 +19,7 @@ from cases.forms import CaseFilingForm, RespondForm, TrackForm, VerifyForm
 from cases.models import CaseEvent, CaseState
 from cases.selectors import case_code_resend_wait_seconds, case_get_by_token
 from cases.services import intake
+from cases.services.chains import case_terminal_progress
 from cases.services.common import CaseActionError
 from cases.tokens import (
     is_submission_key,
@@ -238,6 +239,7 @@ def _detail_context(case, token: str, respond_form=None) -> dict:
             "uploaded_at", "pk"
         ),
         "respond_form": respond_form,
+        "progress": case_terminal_progress(case=case),
     }
 
 

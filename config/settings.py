@@ -265,6 +265,10 @@ EXECUTION_RETRY_BACKOFF = env.int("EXECUTION_RETRY_BACKOFF_SECONDS", default=2)
 EXECUTION_RETRY_BACKOFF_MAX = env.int(
     "EXECUTION_RETRY_BACKOFF_MAX_SECONDS", default=300
 )
+# Chains: the unbind step sends a case's terminals to the core this many at a
+# time, each batch committed with its terminals' progress (one idempotency key
+# per batch), so a crash or a refusal redoes one batch, not the chain.
+EXECUTION_BATCH_SIZE = env.int("EXECUTION_BATCH_SIZE", default=100)
 # E-mail: SMTP errors are retried the same way, then the notice is marked failed.
 NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=12)
 NOTIFICATION_RETRY_BACKOFF = env.int("NOTIFICATION_RETRY_BACKOFF_SECONDS", default=5)

@@ -34,6 +34,7 @@ from cases.selectors import (
     case_list_for_staff,
     case_search_filter,
 )
+from cases.services.chains import case_abandon_summary, case_terminal_progress
 from cases.services.common import CaseActionError
 from cases.services.review import (
     case_assign,
@@ -382,6 +383,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "missing_kinds": allowed.missing_kinds,
             "required_kinds": set(case.required_document_kinds()),
             "impact": case_impact(case=case),
+            "progress": case_terminal_progress(case=case),
             "timeline": _timeline(case),
             "fees_form": FeesForm(
                 initial={
@@ -453,6 +455,9 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "irreversible": action.irreversible,
             "form": form,
             "impact": case_impact(case=case) if action.shows_impact else None,
+            "abandon_summary": (
+                case_abandon_summary(case=case) if action.shows_steps else None
+            ),
             "change_url": change_url,
             "media": self.media,
         }

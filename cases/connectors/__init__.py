@@ -16,6 +16,11 @@ True: the core's callback or a poll ends it), refuses it for good
 the core now (``ConnectorUnavailable``, transient: the case waits and retries).
 Every call carries an idempotency key derived from the case and the step, the
 same on every retry, so the core does each operation once.
+
+The unbinding goes by batches of terminals (``EXECUTION_BATCH_SIZE``), each
+with its own key (``cases.services.execution.terminal_batch_key``). Its
+result may name terminals refused one by one, ``{"refused": {serial: reason}}``
+(the HTTP core says so in a "done" answer); the others of the batch are done.
 """
 
 from dataclasses import dataclass, field

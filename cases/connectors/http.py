@@ -21,6 +21,7 @@ reason. Consecutive failures open a circuit breaker shared by all workers.
 
 import logging
 import time
+from dataclasses import replace
 from urllib.parse import quote
 
 import requests
@@ -124,9 +125,22 @@ class HTTPConnector:
             raise ConnectorRefused(self._reason(answer))
         if status != "done":
             raise ConnectorUnavailable(f"unexpected answer from the core: {status!r}")
+        # The core may refuse some terminals of a batch and do the others.
+        refused = answer.get("refused") if operation.step == "unbind" else None
+        if isinstance(refused, dict) and refused:
+            refused = {str(sn): str(why)[:500] for sn, why in refused.items()}
+            operation = replace(
+                operation,
+                terminals=[
+                    t for t in operation.terminals if t.serial_number not in refused
+                ],
+            )
         mirrored = getattr(self.local, operation.step)(operation)
+        result = dict(mirrored.result)
+        if isinstance(refused, dict) and refused:
+            result["refused"] = {**result.get("refused", {}), **refused}
         return StepOutcome(
-            result={**mirrored.result, "core_reference": reference},
+            result={**result, "core_reference": reference},
             reference=reference,
         )
 

@@ -11,6 +11,7 @@ import io
 import tempfile
 
 from django.core.files import File
+from django.db import transaction
 
 from cases.connectors import Operation, StepOutcome
 from cases.models import Case, Document
@@ -138,19 +139,29 @@ class LocalConnector:
         )
 
     def unbind(self, operation: Operation) -> StepOutcome:
-        """End the bindings of the case's terminals (history kept)."""
+        """End the bindings of the batch's terminals (history kept).
+
+        A terminal the registry refuses (bound to another merchant since) is
+        reported in ``refused`` with the reason; the others are released.
+        """
         case = operation.case
         released = []
+        refused = {}
         for terminal in operation.terminals:
-            binding = registry.binding_release(
-                terminal=terminal,
-                merchant=case.merchant,
-                reason=f"case {case.reference or case.pk}: {case.reason}",
-                at=operation.now,
-            )
+            try:
+                with transaction.atomic():
+                    binding = registry.binding_release(
+                        terminal=terminal,
+                        merchant=case.merchant,
+                        reason=f"case {case.reference or case.pk}: {case.reason}",
+                        at=operation.now,
+                    )
+            except registry.RegistryError as exc:
+                refused[terminal.serial_number] = str(exc)
+                continue
             if binding is not None:
                 released.append(terminal.serial_number)
-        return StepOutcome(result={"released": released})
+        return StepOutcome(result={"released": released, "refused": refused})
 
     def bind_replacement(self, operation: Operation) -> StepOutcome:
         """Bind and activate the replacement device."""

@@ -21,6 +21,7 @@ answered "pending" waits (``ExecutionStep.Status.WAITING``) until the core's
 callback or a poll by the outbox sweeper ends it.
 """
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from django.db import (
 )
 from django.db.models import F, Q
 from django.utils import timezone, translation
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 from cases import connectors, events, roles, tasks
 from cases.connectors.local import (  # noqa: F401 (re-exported for callers)
@@ -192,6 +193,11 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
         if case.state == CaseState.APPROVED:
             case.failure_step = ""
             case.failure_reason = ""
+            # After Operations' retry the refused terminals are sent again;
+            # the ones done are never touched again.
+            CaseTerminal.objects.filter(
+                case=case, execution_status=CaseTerminal.ExecutionStatus.FAILED
+            ).update(execution_status=CaseTerminal.ExecutionStatus.PENDING)
             case_apply_transition(
                 case=case,
                 name="start_execution",
@@ -264,15 +270,22 @@ def _step_run(
     """Run one step with its row in one transaction; return why the run stops, if it does."""
     now = timezone.now()
     try:
+        run = STEP_FUNCTIONS[step.step]
+        kwargs = {
+            "case": case,
+            "terminals": terminals,
+            "results": results,
+            "now": now,
+            "step": step,
+            "retry_round": retry_round,
+        }
+        batched = step.step in BATCHED_STEPS
+        if batched:
+            # Chains: each batch commits on its own, before the step row.
+            result = run(**kwargs)
         with transaction.atomic():
-            result = STEP_FUNCTIONS[step.step](
-                case=case,
-                terminals=terminals,
-                results=results,
-                now=now,
-                step=step,
-                retry_round=retry_round,
-            )
+            if not batched:
+                result = run(**kwargs)
             step.status = ExecutionStep.Status.DONE
             step.result = result
             step.error = ""
@@ -401,9 +414,134 @@ def _step_export(**kwargs) -> dict:
     return _connector_run(name=Step.EXPORT, **kwargs)
 
 
-def _step_unbind(**kwargs) -> dict:
-    """End the bindings of the case's terminals (history kept)."""
-    return _connector_run(name=Step.UNBIND, **kwargs)
+def _step_unbind(
+    *,
+    case: Case,
+    terminals: list[Terminal],
+    step: ExecutionStep | None = None,
+    retry_round: int = 0,
+    **kwargs,
+) -> dict:
+    """End the bindings of the case's terminals (history kept), batch by batch."""
+    released = _terminals_unbind_in_batches(
+        case=case, step=step, terminals=terminals, retry_round=retry_round
+    )
+    return {"released": released}
+
+
+def execution_batch_size() -> int:
+    return max(1, int(getattr(settings, "EXECUTION_BATCH_SIZE", 100) or 100))
+
+
+def terminal_batch_key(*, base: str, terminals: list[Terminal]) -> str:
+    """The idempotency key of one batch: the step's key and the batch's serials.
+
+    Batches are cut from the terminals still pending, in serial order, and a
+    batch commits whole, so a run resumed after a crash cuts the same batches
+    and sends the same keys; a retry round (``base`` ends in ``.rN``) sends
+    only the terminals refused before, under new keys.
+    """
+    digest = hashlib.sha256(
+        "\n".join(t.serial_number for t in terminals).encode()
+    ).hexdigest()[:16]
+    return f"{base}.b{digest}"
+
+
+def _terminals_unbind_in_batches(
+    *,
+    case: Case,
+    step: ExecutionStep | None,
+    terminals: list[Terminal],
+    retry_round: int,
+) -> list[str]:
+    """Unbind the case's pending terminals, a batch per transaction.
+
+    Return the serial numbers whose binding this call ended. A terminal the
+    core or the registry refuses is marked failed with the reason and the
+    other batches go on; at the end the step fails naming the refused
+    terminals (Operations' retry sends only them again).
+    """
+    Status = CaseTerminal.ExecutionStatus
+    status = dict(
+        CaseTerminal.objects.filter(case=case).values_list(
+            "terminal_id", "execution_status"
+        )
+    )
+    pending = [t for t in terminals if status.get(t.pk) == Status.PENDING]
+    base = connectors.idempotency_key(case=case, step=Step.UNBIND, round=retry_round)
+    size = execution_batch_size()
+    connector = connectors.connector_get()
+    released: list[str] = []
+    refused_now: set[str] = set()
+    for start in range(0, len(pending), size):
+        batch = pending[start : start + size]
+        key = terminal_batch_key(base=base, terminals=batch)
+        waiting = (
+            step is not None
+            and step.status == ExecutionStep.Status.WAITING
+            and step.idempotency_key == key
+        )
+        now = timezone.now()
+        with transaction.atomic():
+            operation = connectors.Operation(
+                step=Step.UNBIND,
+                key=key,
+                case=case,
+                terminals=batch,
+                now=now,
+                answer=(step.result or {}).get("core_answer") if waiting else None,
+            )
+            outcome = (
+                connector.poll(operation) if waiting else connector.unbind(operation)
+            )
+            if step is not None:
+                step.idempotency_key = key
+                step.remote_reference = outcome.reference or step.remote_reference
+            if outcome.pending:
+                raise StepPending(outcome.reference)
+            released += outcome.result.get("released") or []
+            names = {t.serial_number for t in batch}
+            refused = {
+                str(sn): str(why)
+                for sn, why in (outcome.result.get("refused") or {}).items()
+                if str(sn) in names
+            }
+            done_ids = [t.pk for t in batch if t.serial_number not in refused]
+            CaseTerminal.objects.filter(case=case, terminal_id__in=done_ids).update(
+                execution_status=Status.DONE, execution_error="", executed_at=now
+            )
+            for terminal in batch:
+                if terminal.serial_number in refused:
+                    CaseTerminal.objects.filter(case=case, terminal=terminal).update(
+                        execution_status=Status.FAILED,
+                        execution_error=refused[terminal.serial_number][:2000],
+                    )
+            events.terminal_batch_event(
+                case=case,
+                step=Step.UNBIND,
+                key=key,
+                done=len(done_ids),
+                refused=refused,
+            )
+        refused_now |= set(refused)
+        if step is not None and step.status == ExecutionStep.Status.WAITING:
+            step.status = ExecutionStep.Status.PENDING
+            step.result = {}
+    # Refused earlier in this round (before a crash) or by this call.
+    failed = sorted(
+        {t.serial_number for t in terminals if status.get(t.pk) == Status.FAILED}
+        | refused_now
+    )
+    if failed:
+        raise ExecutionError(
+            ngettext(
+                "%(count)s terminal was refused: %(serials)s",
+                "%(count)s terminals were refused: %(serials)s",
+                len(failed),
+            )
+            % {"count": len(failed), "serials": ", ".join(failed)}
+        )
+    return released
 
 
 def _step_bind_replacement(**kwargs) -> dict:
@@ -632,6 +770,10 @@ def _step_notify(
     queued = notification_queue_many(notifications=notices)
     return {"notifications": [n.pk for n in queued]}
 
+
+# Steps that commit their own work in batches (chains), outside the step row's
+# transaction.
+BATCHED_STEPS = frozenset({Step.UNBIND})
 
 STEP_FUNCTIONS: dict[str, Callable[..., dict]] = {
     Step.VERIFY_BINDINGS: _step_verify_bindings,

@@ -21,7 +21,10 @@ applies an entry. The rules, written down in ``docs/review.md``:
   recommended the case (maker-checker). While a case awaits approval only an
   approver decides: approve, send back or reject.
 - ``retry`` needs the Operations group.
-- The note of ``request_info`` and ``reject`` is required, shown to the
+- ``abandon`` (Operations) closes a failed case for good, with a note shown
+  to the merchant: the steps done stay done, its terminals are freed for a
+  new request, and the notice says which stay bound and which are unbound.
+- The note of ``request_info``, ``reject`` and ``abandon`` is required, shown to the
   merchant and e-mailed. A note given with any other transition stays
   staff-only: that event is hidden from the merchant.
 """
@@ -39,6 +42,7 @@ from cases.actions import STAFF_ACTIONS
 from cases.models import ASSIGNABLE_STATES, Case, CaseState, Document
 from cases.notifications import case_recipients, notification_queue
 from cases.services import execution
+from cases.services.chains import case_abandon_summary
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 
 
@@ -153,11 +157,14 @@ def case_transition(
             visible_to_merchant=action.note_required or not note,
         )
         if action.notifies:
+            context = {"note": note}
+            if action.shows_steps:
+                context.update(case_abandon_summary(case=case).notice_context())
             notification_queue(
                 kind=action.notifies,
                 recipients=case_recipients(case),
                 case=case,
-                context={"note": note},
+                context=context,
                 dedupe_key=f"case:{case.pk}:{action.notifies}:{event.pk}",
             )
         if action.starts_execution:

@@ -41,6 +41,7 @@ SMS_KINDS = frozenset(
         Kind.INFO_REQUESTED,
         Kind.REJECTED,
         Kind.COMPLETED,
+        Kind.ABANDONED,
     }
 )
 # Where an SMS row keeps the e-mail recipients of its fallback.
@@ -82,6 +83,10 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
             Kind.COMPLETED: gettext(
                 "[%(reference)s] Your unbinding request is complete: the terminals "
                 "are unbound."
+            ),
+            Kind.ABANDONED: gettext(
+                "[%(reference)s] Your unbinding request was stopped after a "
+                "failure; the details are in your e-mail."
             ),
         }
         return texts[kind] % params

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from cases.connectors.views import callback_signature
 from cases.models import Case, CaseEvent, CaseState, ExecutionStep
+from cases.services import execution
 from cases.services.execution import ExecutionOutcome, case_execute
 from cases.services.housekeeping import outbox_sweep
 from cases.tasks import case_execute_task
@@ -96,6 +97,20 @@ def sweep_later(django_capture_on_commit_callbacks) -> dict:
         return outbox_sweep(now=timezone.now() + timedelta(hours=1))
 
 
+def expected_key(case, name: str, *, base: str = "") -> str:
+    """The idempotency key of a step; the unbinding goes by batch of terminals."""
+    base = base or f"{case.reference}.{name}"
+    if name != Step.UNBIND:
+        return base
+    terminals = [
+        link.terminal
+        for link in case.case_terminals.select_related("terminal").order_by(
+            "terminal__serial_number"
+        )
+    ]
+    return execution.terminal_batch_key(base=base, terminals=terminals)
+
+
 @pytest.mark.django_db
 def test_core_does_each_step_and_its_references_are_recorded(
     core, django_capture_on_commit_callbacks
@@ -121,7 +136,7 @@ def test_core_does_each_step_and_its_references_are_recorded(
     steps = {s.step: s for s in case.steps.all()}
     for name in [*CORE_STEPS, Step.BIND_REPLACEMENT]:
         assert steps[name].remote_reference == f"CORE-{name}"
-        assert steps[name].idempotency_key == f"{case.reference}.{name}"
+        assert steps[name].idempotency_key == expected_key(case, name)
     assert (
         not Binding.objects.active()
         .filter(merchant=case.merchant)
@@ -240,7 +255,10 @@ def test_a_retried_case_asks_the_core_again_under_a_new_key(
     case.refresh_from_db()
     assert case.state == CaseState.COMPLETED
     keys = [r.headers["idempotency-key"] for r in posts(core, "unbind")]
-    assert keys == [f"{case.reference}.unbind", f"{case.reference}.unbind.r1"]
+    assert keys == [
+        expected_key(case, "unbind"),
+        expected_key(case, "unbind", base=f"{case.reference}.unbind.r1"),
+    ]
 
 
 @pytest.mark.django_db
@@ -449,3 +467,70 @@ def test_the_core_refusing_the_bindings_fails_the_case_before_any_money_moves(
     assert case.failure_step == Step.VERIFY_BINDINGS
     assert "898110000000999" in case.failure_reason
     assert not SettlementBatch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_core_refusing_some_terminals_of_a_batch_fails_only_those(
+    core, settings, operations, django_capture_on_commit_callbacks
+):
+    # given: a chain of 5 in batches of 2; the core refuses one terminal
+    from cases.models import CaseTerminal
+    from cases.services.review import case_transition
+
+    settings.EXECUTION_BATCH_SIZE = 2
+    merchant = factories.MerchantFactory()
+    bound = [factories.BindingFactory(merchant=merchant).terminal for _ in range(5)]
+    refused = sorted(t.serial_number for t in bound)[2]
+    answers = {"refuse": True}
+
+    def refuse_one(request):
+        body = request.json()
+        if (
+            body["operation"] == "unbind"
+            and answers["refuse"]
+            and refused in body["serial_numbers"]
+        ):
+            return 200, {
+                "status": "done",
+                "reference": "CORE-partial",
+                "refused": {refused: "terminal under investigation"},
+            }
+        return done(request)
+
+    core.handler = refuse_one
+    now = timezone.now()
+    case = factories.CaseFactory(
+        merchant=merchant,
+        terminals=bound,
+        state=CaseState.APPROVED,
+        approved_at=now,
+        execution_queued_at=now,
+    )
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = case_execute(case_id=case.pk)
+
+    # then: three batches sent; the refused terminal alone stays bound
+    case.refresh_from_db()
+    assert outcome == ExecutionOutcome.FAILED
+    assert [len(r.json()["serial_numbers"]) for r in posts(core, "unbind")] == [2, 2, 1]
+    assert refused in case.failure_reason
+    assert list(
+        Binding.objects.active()
+        .filter(merchant=merchant)
+        .values_list("terminal__serial_number", flat=True)
+    ) == [refused]
+    link = CaseTerminal.objects.get(case=case, terminal__serial_number=refused)
+    assert link.execution_error == "terminal under investigation"
+
+    # when the core accepts it now and Operations retries
+    answers["refuse"] = False
+    core.requests.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        case_transition(case_id=case.pk, name="retry", actor=operations)
+
+    # then: only that terminal is sent again
+    case.refresh_from_db()
+    assert case.state == CaseState.COMPLETED
+    assert [r.json()["serial_numbers"] for r in posts(core, "unbind")] == [[refused]]

@@ -51,3 +51,22 @@ def test_seed_demo_has_a_micro_merchant_and_a_chain_of_300(client, admin_client)
         reverse("admin:cases_case_change", args=[chain_case.pk])
     )
     assert staff_page.status_code == HTTPStatus.OK
+
+
+def test_seed_demo_has_a_chain_stopped_half_way_for_operations(client, admin_client):
+    # when
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then: a failed chain, 117 of 120 unbound, the 3 refused named
+    case = Case.objects.get(merchant__name__startswith="鲜果多")
+    assert case.state == CaseState.FAILED
+    assert case.failure_step == "unbind"
+    refused = case.case_terminals.filter(execution_status="failed")
+    assert refused.count() == 3
+    for link in refused.select_related("terminal"):
+        assert link.terminal.serial_number in case.failure_reason
+    assert case.case_terminals.filter(execution_status="done").count() == 117
+    staff_page = admin_client.get(reverse("admin:cases_case_change", args=[case.pk]))
+    assert 'data-progress-done="117"' in staff_page.content.decode()
+    page = client.get(case.get_tracking_path())
+    assert 'data-progress-done="117" data-progress-total="120"' in page.content.decode()

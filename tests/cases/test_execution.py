@@ -408,7 +408,8 @@ def test_queries_per_case_stay_bounded(django_capture_on_commit_callbacks):
         q["sql"] for q in queries if "SAVEPOINT" not in q["sql"].split(" ", 2)[:2]
     ]
     assert outcome == ExecutionOutcome.COMPLETED
-    assert len(statements) <= 40, "\n".join(statements)
+    # 40 before chains ran in batches; a batch adds its progress and its event.
+    assert len(statements) <= 44, "\n".join(statements)
 
 
 class RetryCalled(Exception):

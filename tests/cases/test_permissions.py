@@ -30,6 +30,7 @@ TARGET = {
     "approve": CaseState.APPROVED,
     "reject": CaseState.REJECTED,
     "retry": CaseState.APPROVED,
+    "abandon": CaseState.REJECTED,
 }
 
 
@@ -53,6 +54,8 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
     if name in ("approve", "send_back"):
         return state == CaseState.AWAITING_APPROVAL and role == "approver"
     if name == "retry":
+        return state == CaseState.FAILED and role == "operations"
+    if name == "abandon":
         return state == CaseState.FAILED and role == "operations"
     raise AssertionError(name)
 
@@ -101,7 +104,7 @@ def test_permission_matrix(request, client, no_execution, role, state, name):
         )
         assert event.actor == user
         assert (event.from_state, event.to_state) == (state, TARGET[name])
-        if name in ("request_info", "reject"):
+        if name in ("request_info", "reject", "abandon"):
             assert Notification.objects.filter(case=case).count() == 1
         else:
             assert not Notification.objects.filter(case=case).exists()

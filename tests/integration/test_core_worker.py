@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from cases.models import CaseState, ExecutionStep, Notification
 from cases.services import housekeeping
+from cases.services.execution import terminal_batch_key
 from cases.services.review import case_transition
 from terminals.models import Binding
 from tests.httpstub import StubServer
@@ -99,8 +100,10 @@ def test_core_down_then_back_the_case_waits_then_completes_and_the_sms_goes_once
     wait_state(case, CaseState.COMPLETED)
     assert not Binding.objects.active().filter(merchant=case.merchant).exists()
     keys = {r.headers["idempotency-key"] for r in core.requests}
-    steps = ("verify_bindings", "settle", "export", "unbind")
-    assert keys == {f"{case.reference}.{s}" for s in steps}
+    steps = ("verify_bindings", "settle", "export")
+    terminals = [link.terminal for link in case.case_terminals.all()]
+    unbind = terminal_batch_key(base=f"{case.reference}.unbind", terminals=terminals)
+    assert keys == {f"{case.reference}.{s}" for s in steps} | {unbind}
     wait_for(
         lambda: Notification.objects.filter(
             channel="sms", status=Notification.Status.SENT
