@@ -14,6 +14,7 @@ from django.core.files import File
 
 from cases.connectors import Operation, StepOutcome
 from cases.models import Case, Document
+from cases.services.returns import device_returns_open
 from terminals import services as registry
 from terminals.models import Transaction
 
@@ -150,7 +151,18 @@ class LocalConnector:
             )
             if binding is not None:
                 released.append(terminal.serial_number)
-        return StepOutcome(result={"released": released})
+        # The unbound devices are expected back (once per case and device).
+        returns = device_returns_open(
+            case=case, terminals=operation.terminals, now=operation.now
+        )
+        return StepOutcome(
+            result={"released": released, "returns": [r.pk for r in returns]}
+        )
+
+    def deactivate_sim(self, operation: Operation) -> StepOutcome:
+        """Deactivate the SIM cards of the unbound terminals (a date on each)."""
+        done = registry.sims_deactivate(terminals=operation.terminals, at=operation.now)
+        return StepOutcome(result={"deactivated": done})
 
     def bind_replacement(self, operation: Operation) -> StepOutcome:
         """Bind and activate the replacement device."""

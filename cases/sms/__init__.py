@@ -41,6 +41,7 @@ SMS_KINDS = frozenset(
         Kind.INFO_REQUESTED,
         Kind.REJECTED,
         Kind.COMPLETED,
+        Kind.DEVICE_RETURN_REMINDER,
     }
 )
 # Where an SMS row keeps the e-mail recipients of its fallback.
@@ -82,6 +83,11 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
             Kind.COMPLETED: gettext(
                 "[%(reference)s] Your unbinding request is complete: the terminals "
                 "are unbound."
+            ),
+            Kind.DEVICE_RETURN_REMINDER: gettext(
+                "[%(reference)s] Please send back the unbound POS devices: the "
+                "address and the form for the tracking number are on your "
+                "request's page."
             ),
         }
         return texts[kind] % params

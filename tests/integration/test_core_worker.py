@@ -99,7 +99,7 @@ def test_core_down_then_back_the_case_waits_then_completes_and_the_sms_goes_once
     wait_state(case, CaseState.COMPLETED)
     assert not Binding.objects.active().filter(merchant=case.merchant).exists()
     keys = {r.headers["idempotency-key"] for r in core.requests}
-    steps = ("verify_bindings", "settle", "export", "unbind")
+    steps = ("verify_bindings", "settle", "export", "unbind", "deactivate_sim")
     assert keys == {f"{case.reference}.{s}" for s in steps}
     wait_for(
         lambda: Notification.objects.filter(
