@@ -2,12 +2,14 @@
 
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -558,3 +560,21 @@ def test_a_device_bound_again_is_not_put_back_in_stock(client, operations):
     device_return.refresh_from_db()
     assert device_return.state == S.INSPECTED
     assert not CaseEvent.objects.filter(transition="restock").exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_shows_a_device_on_its_way_back(client, operations):
+    # when the demo is loaded twice
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then one device is on its way back and one is overdue, once each
+    shipped = DeviceReturn.objects.get(state=S.SHIPPED)
+    assert shipped.tracking_number
+    overdue = DeviceReturn.objects.overdue(now=timezone.now())
+    assert overdue.count() == 1
+    page = client.get(shipped.case.get_tracking_path())
+    assert 'data-return-state="shipped"' in page.text
+    client.force_login(operations)
+    queue = client.get(reverse("admin:cases_devicereturn_changelist") + "?overdue=yes")
+    assert [r.pk for r in queue.context["cl"].result_list] == [overdue.get().pk]
