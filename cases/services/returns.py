@@ -269,7 +269,16 @@ def device_return_report_lost(
                     _("This device is %(state)s; it cannot be changed that way now.")
                     % {"state": device_return.get_state_display()}
                 )
-            name = upload.store()
+            try:
+                name = upload.store()
+            except OSError as exc:  # disk full: nothing stored, nothing changed
+                logger.error("could not store a police report: %s", exc)
+                raise CaseActionError(
+                    _(
+                        "We could not store the police report just now. Please "
+                        "try again in a few minutes."
+                    )
+                ) from exc
             document = Document.objects.create(
                 case=device_return.case,
                 kind=Document.Kind.POLICE_REPORT,

@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
@@ -578,3 +579,33 @@ def test_seed_demo_shows_a_device_on_its_way_back(client, operations):
     client.force_login(operations)
     queue = client.get(reverse("admin:cases_devicereturn_changelist") + "?overdue=yes")
     assert [r.pk for r in queue.context["cl"].result_list] == [overdue.get().pk]
+
+
+@pytest.mark.django_db
+def test_a_police_report_that_cannot_be_stored_changes_nothing(client, monkeypatch):
+    # given: the disk is full
+    case = completed_case_with_returns()
+    device_return = case.device_returns.get()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileSystemStorage, "save", disk_full)
+
+    # when
+    response = client.post(
+        reverse("cases:return_lost", args=[case.tracking_token, device_return.pk]),
+        {
+            "police_report": SimpleUploadedFile(
+                "report.png", png_bytes(), content_type="image/png"
+            )
+        },
+        follow=True,
+    )
+
+    # then: a message, the device still awaited, no document
+    assert response.status_code == 200
+    assert "police report" in response.text
+    device_return.refresh_from_db()
+    assert device_return.state == S.AWAITING_RETURN
+    assert not Document.objects.filter(kind=Document.Kind.POLICE_REPORT).exists()
