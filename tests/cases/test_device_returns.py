@@ -609,3 +609,20 @@ def test_a_police_report_that_cannot_be_stored_changes_nothing(client, monkeypat
     device_return.refresh_from_db()
     assert device_return.state == S.AWAITING_RETURN
     assert not Document.objects.filter(kind=Document.Kind.POLICE_REPORT).exists()
+
+
+@pytest.mark.django_db
+def test_staff_see_when_a_terminals_sim_was_deactivated(admin_client):
+    # given
+    case = completed_case_with_returns()
+    terminal = case.device_returns.get().terminal
+
+    # when
+    page = admin_client.get(
+        reverse("admin:terminals_terminal_change", args=[terminal.pk])
+    )
+
+    # then
+    assert page.status_code == 200
+    assert "field-sim_deactivated_at" in page.text
+    assert "SIM deactivated at" in page.text
