@@ -21,6 +21,8 @@ from cases.models import (
     Case,
     CaseState,
     CaseTerminal,
+    DeviceReturn,
+    DeviceReturnState,
     Document,
     ExecutionStep,
 )
@@ -75,6 +77,8 @@ CASE_STATES = [
     (CaseState.REJECTED, "other", False, False),
     (CaseState.WITHDRAWN, "customer_request", False, False),
     (CaseState.EXPIRED, "business_change", False, False),
+    # A second completed case: its device is overdue (the returns queue).
+    (CaseState.COMPLETED, "business_change", False, False),
 ]
 
 
@@ -464,6 +468,60 @@ def _case_for(
     return 1
 
 
+def _device_returns(now) -> None:
+    """Devices coming back from the completed demo cases (idempotent).
+
+    The first completed case's device is on its way back (courier and
+    tracking number); the next one's is overdue, in the Operations queue.
+    """
+    completed = list(
+        Case.objects.filter(
+            state=CaseState.COMPLETED, token_salt__endswith="demo" + "0" * 26
+        ).order_by("pk")[:2]
+    )
+    plans = [
+        (
+            DeviceReturnState.SHIPPED,
+            now + timedelta(days=10),
+            "顺丰速运",
+            "SF1402883310",
+        ),
+        (DeviceReturnState.AWAITING_RETURN, now - timedelta(days=3), "", ""),
+    ]
+    for case, (state, due_at, courier, number) in zip(completed, plans, strict=False):
+        link = case.case_terminals.select_related("terminal").order_by("pk").first()
+        if link is None:
+            continue
+        _return, created = DeviceReturn.objects.get_or_create(
+            case=case,
+            terminal=link.terminal,
+            defaults={
+                "state": state,
+                "due_at": due_at,
+                "courier": courier,
+                "tracking_number": number,
+                "shipped_at": now - timedelta(days=1) if courier else None,
+            },
+        )
+        if created:
+            events.device_returns_opened_event(
+                case=case,
+                serial_numbers=[link.terminal.serial_number],
+                due_at=due_at,
+                note="请在 14 天内寄回已解绑的设备。",
+            )
+            if courier:
+                events.device_return_event(
+                    case=case,
+                    actor="merchant",
+                    serial_number=link.terminal.serial_number,
+                    action="ship",
+                    from_state=DeviceReturnState.AWAITING_RETURN,
+                    to_state=state,
+                    details={"courier": courier, "tracking_number": number},
+                )
+
+
 @transaction.atomic
 def demo_seed() -> DemoResult:
     """Create (or find) the demo registry, staff and cases."""
@@ -490,6 +548,7 @@ def demo_seed() -> DemoResult:
         fees=Decimal("120.00"),
     )
     cases += _chain_partly_unbound(now)
+    _device_returns(now)
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),

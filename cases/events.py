@@ -324,3 +324,63 @@ def demo_case_placed_events(*, case: Case, from_state: str) -> None:
             transition="seed_demo",
             note="demo data",
         )
+
+
+def device_return_event(
+    *,
+    case: Case,
+    actor,
+    serial_number: str,
+    action: str,
+    from_state: str = "",
+    to_state: str = "",
+    note: str = "",
+    details: dict | None = None,
+    client_ip: str | None = None,
+) -> CaseEvent:
+    """Record a change of the return of device ``serial_number`` (``action``).
+
+    Shown on the merchant's timeline: the merchant follows the device back.
+    """
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DEVICE_RETURN,
+        actor=actor,
+        note=note,
+        client_ip=client_ip,
+        visible_to_merchant=True,
+        from_state=from_state,
+        to_state=to_state,
+        transition=action,
+        payload={"serial_number": serial_number, **(details or {})},
+    )
+
+
+def device_returns_opened_event(
+    *, case: Case, serial_numbers: list[str], due_at, note: str
+) -> CaseEvent:
+    """Record that the devices unbound by ``case`` are expected back by ``due_at``."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DEVICE_RETURN,
+        note=note,
+        visible_to_merchant=True,
+        to_state="awaiting_return",
+        transition="open",
+        payload={"serial_numbers": serial_numbers, "due_at": due_at.isoformat()},
+    )
+
+
+def device_received_event(
+    *, case: Case, serial_number: str, return_id: int, deposit: str | None
+) -> CaseEvent:
+    """Record that a returned device arrived: what waits for it may now go on."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.DEVICE_RECEIVED,
+        payload={
+            "serial_number": serial_number,
+            "device_return": return_id,
+            "deposit": deposit,
+        },
+    )

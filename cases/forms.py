@@ -600,3 +600,51 @@ class TrackForm(DecodedTextMixin, forms.Form):
         if not re.fullmatch(r"[A-Za-z0-9_-]{20,64}", token):
             raise ValidationError(_("This does not look like a tracking link."))
         return token
+
+
+class DeviceShipForm(DecodedTextMixin, forms.Form):
+    """The merchant's courier and tracking number for one device on its way back."""
+
+    courier = forms.CharField(label=_("Courier"), max_length=60)
+    tracking_number = forms.RegexField(
+        label=_("Tracking number"),
+        regex=r"^[A-Za-z0-9-]{6,40}$",
+        max_length=40,
+        error_messages={
+            "invalid": _(
+                "Enter the tracking number: 6 to 40 letters, digits or dashes."
+            )
+        },
+    )
+
+
+class DeviceLostForm(DecodedTextMixin, UploadsMixin, forms.Form):
+    """A lost or stolen device: the police report replaces it."""
+
+    police_report = forms.FileField(
+        label=_("Police report"), help_text=_("PDF, JPEG or PNG.")
+    )
+    note = forms.CharField(
+        label=_("What happened"),
+        max_length=1000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.uploads = []
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.errors and cleaned.get("police_report"):
+            try:
+                self._clean_files("police_report", Document.Kind.POLICE_REPORT)
+            except ValidationError as exc:
+                self.add_error("police_report", exc)
+                self.discard_uploads()
+        return cleaned
+
+    @property
+    def upload(self) -> CleanUpload:
+        return self.uploads[0][1]

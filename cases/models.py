@@ -606,6 +606,8 @@ class Document(models.Model):
         OTHER = "other", _("Other documents (其他相关文件)")
         # Produced by the execution: the terminals' transaction history.
         DATA_EXPORT = "data_export", _("Transaction history export")
+        # A lost or stolen device is not returned: the police report replaces it.
+        POLICE_REPORT = "police_report", _("Police report (报案证明)")
 
     class ReviewStatus(models.TextChoices):
         PENDING = "pending", _("Not reviewed")
@@ -672,6 +674,8 @@ class CaseEvent(models.Model):
         STEP = "step", _("Execution step")
         NOTIFICATION = "notification", _("Notification")
         FEES_STATED = "fees_stated", _("Fees stated")
+        DEVICE_RETURN = "device_return", _("Device return")
+        DEVICE_RECEIVED = "device_received", _("Device received")
         DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
 
     class Actor(models.TextChoices):
@@ -732,6 +736,7 @@ class Notification(models.Model):
         EXECUTION_FAILED = "execution_failed", _("Execution failed")
         ABANDONED = "abandoned", _("Abandoned")
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
+        DEVICE_RETURN_REMINDER = "device_return_reminder", _("Device return reminder")
 
     class Channel(models.TextChoices):
         EMAIL = "email", _("E-mail")
@@ -796,6 +801,7 @@ class ExecutionStep(models.Model):
         SETTLE = "settle", _("Settle unsettled transactions")
         EXPORT = "export", _("Export the transaction history")
         UNBIND = "unbind", _("End the bindings")
+        DEACTIVATE_SIM = "deactivate_sim", _("Deactivate the SIM cards")
         BIND_REPLACEMENT = "bind_replacement", _("Bind the replacement device")
         CLOSE_ACCOUNT = "close_account", _("Close the merchant account")
         NOTIFY = "notify", _("Queue the completion notices")
@@ -839,3 +845,177 @@ class ExecutionStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.case} {self.get_step_display()}: {self.get_status_display()}"
+
+
+class DeviceReturnState(models.TextChoices):
+    # Unbound by a case; the merchant is to send the device back.
+    AWAITING_RETURN = "awaiting_return", _("Awaiting return")
+    # The merchant (or staff) entered the courier and tracking number.
+    SHIPPED = "shipped", _("On its way back")
+    # Operations received the parcel; the device is to be inspected.
+    RECEIVED = "received", _("Received")
+    # Inspected; to be refurbished into stock or scrapped.
+    INSPECTED = "inspected", _("Inspected")
+    # Refurbished and back in the provider's stock.
+    IN_STOCK = "in_stock", _("Back in stock")
+    # Not fit for use; scrapped.
+    SCRAPPED = "scrapped", _("Scrapped")
+    # Lost or stolen: a police report replaces the device.
+    LOST = "lost", _("Lost or stolen")
+
+
+# Returns that still wait on the merchant (the reminders and the overdue queue).
+DEVICE_RETURN_OPEN_STATES = [DeviceReturnState.AWAITING_RETURN]
+# Nothing more happens to these returns.
+DEVICE_RETURN_FINAL_STATES = [
+    DeviceReturnState.IN_STOCK,
+    DeviceReturnState.SCRAPPED,
+    DeviceReturnState.LOST,
+]
+
+
+class DeviceReturnQuerySet(models.QuerySet):
+    def overdue(self, *, now) -> "DeviceReturnQuerySet":
+        """Devices that should be back by ``now`` and are not on their way."""
+        return self.filter(state__in=DEVICE_RETURN_OPEN_STATES, due_at__lt=now)
+
+    def due_for_reminder(self, *, now, every) -> "DeviceReturnQuerySet":
+        """Overdue devices whose merchant was not reminded in the last ``every``."""
+        return self.overdue(now=now).filter(
+            Q(reminded_at__isnull=True) | Q(reminded_at__lte=now - every)
+        )
+
+
+class DeviceReturn(models.Model):
+    """The way back of one device unbound by one case (押金 waits for it).
+
+    Kept in the cases app, not on ``Terminal``: a device can come back more
+    than once in its life (one row per case that unbound it), each return is
+    audited on the case that unbound it, and it holds that case's police
+    report document.
+    """
+
+    class Outcome(models.TextChoices):
+        REFURBISHED = "refurbished", _("Refurbished into stock")
+        SCRAPPED = "scrapped", _("Scrapped")
+
+    terminal = models.ForeignKey(
+        Terminal,
+        verbose_name=_("terminal"),
+        on_delete=models.PROTECT,
+        related_name="returns",
+    )
+    case = models.ForeignKey(
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.PROTECT,
+        related_name="device_returns",
+    )
+    state = FSMField(
+        _("return state"),
+        max_length=32,
+        choices=DeviceReturnState.choices,
+        default=DeviceReturnState.AWAITING_RETURN,
+        protected=False,
+    )
+    due_at = models.DateTimeField(_("due back by"))
+    courier = models.CharField(_("courier"), max_length=60, blank=True)
+    tracking_number = models.CharField(_("tracking number"), max_length=40, blank=True)
+    shipped_at = models.DateTimeField(_("shipped at"), null=True, blank=True)
+    received_at = models.DateTimeField(_("received at"), null=True, blank=True)
+    inspected_at = models.DateTimeField(_("inspected at"), null=True, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=Outcome.choices, blank=True
+    )
+    inspection_note = models.TextField(_("inspection note"), blank=True)
+    police_report = models.ForeignKey(
+        Document,
+        verbose_name=_("police report"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    lost_reported_at = models.DateTimeField(
+        _("reported lost at"), null=True, blank=True
+    )
+    # The last reminder sent to the merchant (one per DEVICE_RETURN_REMINDER_EVERY).
+    reminded_at = models.DateTimeField(_("last reminded at"), null=True, blank=True)
+    reminder_count = models.PositiveSmallIntegerField(_("reminders sent"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = DeviceReturnQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("device return")
+        verbose_name_plural = _("device returns")
+        ordering = ["due_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "terminal"], name="device_return_once_per_case"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"],
+                condition=Q(state="awaiting_return"),
+                name="device_return_awaiting",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.terminal.serial_number} ({self.get_state_display()})"
+
+    def is_overdue(self, now=None) -> bool:
+        """Tell whether the device should be back by now and is not on its way."""
+        now = now or timezone.now()
+        return self.state in DEVICE_RETURN_OPEN_STATES and self.due_at < now
+
+    @transition(
+        field=state,
+        source=DeviceReturnState.AWAITING_RETURN,
+        target=DeviceReturnState.SHIPPED,
+    )
+    def ship(self) -> None:
+        """The device is on its way back (courier and tracking number given)."""
+
+    @transition(
+        field=state,
+        source=[DeviceReturnState.AWAITING_RETURN, DeviceReturnState.SHIPPED],
+        target=DeviceReturnState.RECEIVED,
+    )
+    def receive(self) -> None:
+        """Operations has the device (collected, or the parcel arrived)."""
+
+    @transition(
+        field=state,
+        source=DeviceReturnState.RECEIVED,
+        target=DeviceReturnState.INSPECTED,
+    )
+    def inspect(self) -> None:
+        """Operations inspected the device."""
+
+    @transition(
+        field=state,
+        source=DeviceReturnState.INSPECTED,
+        target=DeviceReturnState.IN_STOCK,
+    )
+    def restock(self) -> None:
+        """The device was refurbished into stock."""
+
+    @transition(
+        field=state,
+        source=DeviceReturnState.INSPECTED,
+        target=DeviceReturnState.SCRAPPED,
+    )
+    def scrap(self) -> None:
+        """The device is not fit for use."""
+
+    @transition(
+        field=state,
+        source=[DeviceReturnState.AWAITING_RETURN, DeviceReturnState.SHIPPED],
+        target=DeviceReturnState.LOST,
+    )
+    def report_lost(self) -> None:
+        """Lost or stolen: a police report replaces the device."""

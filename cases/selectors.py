@@ -18,6 +18,7 @@ from cases.models import (
     Case,
     CaseState,
     CaseTerminal,
+    DeviceReturn,
     Document,
 )
 from cases.services.review import case_transitions_for_user
@@ -324,3 +325,17 @@ def case_code_resend_wait_seconds(*, case: Case) -> int:
         case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
     )
     return max(0, int(left / timedelta(seconds=1)))
+
+
+def device_returns_for_case(*, case: Case) -> list[DeviceReturn]:
+    """The devices the case unbound and their way back, by serial number."""
+    return list(
+        DeviceReturn.objects.filter(case=case)
+        .select_related("terminal", "police_report")
+        .order_by("terminal__serial_number")
+    )
+
+
+def device_return_of_case(*, case: Case, return_id: int) -> DeviceReturn | None:
+    """The return ``return_id`` if it belongs to ``case``, else None."""
+    return DeviceReturn.objects.filter(case=case, pk=return_id).first()

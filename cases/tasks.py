@@ -116,3 +116,10 @@ def documents_purge_expired_task() -> int:
     from cases.services.housekeeping import documents_purge_expired
 
     return documents_purge_expired()
+
+
+@shared_task(acks_late=True)
+def device_returns_remind_task() -> int:
+    from cases.services.returns import device_returns_remind
+
+    return device_returns_remind()

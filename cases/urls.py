@@ -11,5 +11,15 @@ urlpatterns = [
     path("<str:token>/resend/", views.case_code_resend_view, name="resend"),
     path("<str:token>/respond/", views.case_respond_view, name="respond"),
     path("<str:token>/withdraw/", views.case_withdraw_view, name="withdraw"),
+    path(
+        "<str:token>/returns/<int:return_id>/ship/",
+        views.device_return_ship_view,
+        name="return_ship",
+    ),
+    path(
+        "<str:token>/returns/<int:return_id>/lost/",
+        views.device_return_lost_view,
+        name="return_lost",
+    ),
     path("<str:token>/", views.case_detail_view, name="detail"),
 ]

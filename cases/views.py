@@ -15,10 +15,22 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from cases.forms import CaseFilingForm, RespondForm, TrackForm, VerifyForm
+from cases.forms import (
+    CaseFilingForm,
+    DeviceLostForm,
+    DeviceShipForm,
+    RespondForm,
+    TrackForm,
+    VerifyForm,
+)
 from cases.models import CaseEvent, CaseState
-from cases.selectors import case_code_resend_wait_seconds, case_get_by_token
-from cases.services import intake
+from cases.selectors import (
+    case_code_resend_wait_seconds,
+    case_get_by_token,
+    device_return_of_case,
+    device_returns_for_case,
+)
+from cases.services import intake, returns
 from cases.services.chains import case_terminal_progress
 from cases.services.common import CaseActionError
 from cases.tokens import (
@@ -219,7 +231,9 @@ def case_code_resend_view(request: HttpRequest, token: str) -> HttpResponse:
     return redirect("cases:verify", token=token)
 
 
-def _detail_context(case, token: str, respond_form=None) -> dict:
+def _detail_context(
+    case, token: str, respond_form=None, return_forms: dict | None = None
+) -> dict:
     timeline = list(
         case.events.filter(visible_to_merchant=True).order_by("created_at", "pk")
     )
@@ -240,7 +254,26 @@ def _detail_context(case, token: str, respond_form=None) -> dict:
         ),
         "respond_form": respond_form,
         "progress": case_terminal_progress(case=case),
+        "device_returns": _device_returns(case, return_forms or {}),
+        "return_address": settings.RETURN_ADDRESS,
     }
+
+
+def _device_returns(case, return_forms: dict) -> list[dict]:
+    """Each device coming back, with the forms the merchant can fill in for it."""
+    rows = []
+    for device_return in device_returns_for_case(case=case):
+        bound = return_forms.get(device_return.pk, {})
+        rows.append(
+            {
+                "item": device_return,
+                "overdue": device_return.is_overdue(),
+                "ship_form": bound.get("ship") or DeviceShipForm(),
+                "lost_form": bound.get("lost") or DeviceLostForm(),
+                "lost_open": "lost" in bound,
+            }
+        )
+    return rows
 
 
 @never_cache
@@ -318,3 +351,76 @@ def case_track_view(request: HttpRequest) -> HttpResponse:
             ),
         )
     return render(request, "cases/track.html", {"form": form})
+
+
+def _return_or_404(case, return_id: int):
+    device_return = device_return_of_case(case=case, return_id=return_id)
+    if device_return is None:
+        raise Http404
+    return device_return
+
+
+@require_POST
+@throttle("tracking", extra_keys=_token_key)
+def device_return_ship_view(
+    request: HttpRequest, token: str, return_id: int
+) -> HttpResponse:
+    case = _case_or_404(token)
+    device_return = _return_or_404(case, return_id)
+    form = DeviceShipForm(request.POST)
+    if not form.is_valid():
+        context = _detail_context(
+            case, token, return_forms={device_return.pk: {"ship": form}}
+        )
+        return render(request, "cases/case_detail.html", context)
+    try:
+        returns.device_return_ship(
+            return_id=device_return.pk,
+            courier=form.cleaned_data["courier"],
+            tracking_number=form.cleaned_data["tracking_number"],
+            actor="merchant",
+            client_ip=client_address(request),
+        )
+    except CaseActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("Thank you. We will tell you when the device %(sn)s arrives.")
+            % {"sn": device_return.terminal.serial_number},
+        )
+    return redirect("cases:detail", token=token)
+
+
+@require_POST
+@throttle("tracking", extra_keys=_token_key)
+@limit_upload_size
+def device_return_lost_view(
+    request: HttpRequest, token: str, return_id: int
+) -> HttpResponse:
+    case = _case_or_404(token)
+    device_return = _return_or_404(case, return_id)
+    form = DeviceLostForm(request.POST, request.FILES)
+    if not form.is_valid():
+        form.discard_uploads()
+        context = _detail_context(
+            case, token, return_forms={device_return.pk: {"lost": form}}
+        )
+        return render(request, "cases/case_detail.html", context)
+    try:
+        returns.device_return_report_lost(
+            return_id=device_return.pk,
+            upload=form.upload,
+            note=form.cleaned_data["note"],
+            actor="merchant",
+            client_ip=client_address(request),
+        )
+    except CaseActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("The police report was received: nothing more to send for %(sn)s.")
+            % {"sn": device_return.terminal.serial_number},
+        )
+    return redirect("cases:detail", token=token)

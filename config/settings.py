@@ -251,6 +251,15 @@ CASE_INFO_REMINDER_AFTER = timedelta(days=env.int("CASE_INFO_REMINDER_DAYS", def
 CASE_INFO_WITHDRAW_AFTER = timedelta(
     days=env.int("CASE_INFO_WITHDRAW_DAYS", default=14)
 )
+# Devices coming back after an unbinding: due back this many days after the
+# unbinding; an overdue device's merchant is reminded once per reminder period;
+# the address the merchant sends the devices to.
+DEVICE_RETURN_DUE_DAYS = env.int("DEVICE_RETURN_DUE_DAYS", default=14)
+DEVICE_RETURN_REMINDER_DAYS = env.int("DEVICE_RETURN_REMINDER_DAYS", default=7)
+RETURN_ADDRESS = env(
+    "RETURN_ADDRESS",
+    default="POS Returns, 1 Example Road, Chaoyang District, Beijing 100020",
+)
 CASE_DOCUMENT_RETENTION = timedelta(
     days=env.int("CASE_DOCUMENT_RETENTION_DAYS", default=180)
 )
@@ -345,6 +354,10 @@ CELERY_BEAT_SCHEDULE = {
     "overdue-digest": {
         "task": "cases.tasks.overdue_digest_send_task",
         "schedule": crontab(hour=9, minute=0),
+    },
+    "device-return-reminders": {
+        "task": "cases.tasks.device_returns_remind_task",
+        "schedule": crontab(hour=10, minute=0),
     },
     "purge-documents": {
         "task": "cases.tasks.documents_purge_expired_task",
@@ -459,7 +472,8 @@ CORE_BREAKER_RESET_SECONDS = env.float("CORE_BREAKER_RESET_SECONDS", default=60.
 # ------------------------------------------------------------------------------
 # SMS (cases.sms): which channels the merchant's notices use, and the gateway.
 # NOTIFICATION_CHANNELS=email,sms adds an SMS to the mobile number on file for
-# the code, receipt, information request, rejection and completion.
+# the code, receipt, information request, rejection, completion and the
+# reminder to send back unbound devices.
 # SMS_BACKEND: "console" (logs, masked number) or "aliyun" (an HTTP gateway
 # with Aliyun's SendSms request shape), or a dotted path.
 # ------------------------------------------------------------------------------

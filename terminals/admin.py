@@ -204,7 +204,7 @@ class TerminalAdmin(SerialSearchMixin, admin.ModelAdmin):
         "=bindings__merchant__merchant_id",
         "model",
     )
-    readonly_fields = ("status", "created_at", "updated_at")
+    readonly_fields = ("status", "sim_deactivated_at", "created_at", "updated_at")
     inlines = (TerminalBindingInline,)
     show_full_result_count = False
 

@@ -163,6 +163,10 @@ class Terminal(models.Model):
             "Refundable deposit (押金) the merchant paid for the device; empty if none."
         ),
     )
+    # Set by the execution step that deactivates the SIM of an unbound device.
+    sim_deactivated_at = models.DateTimeField(
+        _("SIM deactivated at"), null=True, blank=True
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

@@ -140,3 +140,40 @@ def merchant_close(*, merchant: Merchant, at: datetime) -> Merchant:
     merchant.closed_at = at
     merchant.save(update_fields=["status", "closed_at", "updated_at"])
     return merchant
+
+
+def sims_deactivate(*, terminals: Iterable[Terminal], at: datetime) -> list[str]:
+    """Deactivate the SIM cards of ``terminals``; return the serial numbers done now.
+
+    A SIM already deactivated keeps its first date.
+    """
+    ids = [t.pk for t in terminals]
+    todo = list(
+        Terminal.objects.select_for_update()
+        .filter(pk__in=ids, sim_deactivated_at__isnull=True)
+        .order_by("serial_number")
+        .values_list("pk", "serial_number")
+    )
+    Terminal.objects.filter(pk__in=[pk for pk, _sn in todo]).update(
+        sim_deactivated_at=at, updated_at=at
+    )
+    for terminal in terminals:
+        if terminal.sim_deactivated_at is None:
+            terminal.sim_deactivated_at = at
+    return [sn for _pk, sn in todo]
+
+
+def terminal_restock(*, terminal: Terminal, at: datetime) -> Terminal:
+    """Put a returned, refurbished device back in stock (bound to nobody).
+
+    Refused while the device is actively bound (it never came back).
+    """
+    if Binding.objects.active().filter(terminal=terminal).exists():
+        raise RegistryError(
+            _("Terminal %(sn)s is still bound.") % {"sn": terminal.serial_number}
+        )
+    Terminal.objects.filter(pk=terminal.pk).update(
+        status=Terminal.Status.IN_STOCK, updated_at=at
+    )
+    terminal.status = Terminal.Status.IN_STOCK
+    return terminal

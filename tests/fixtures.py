@@ -38,6 +38,13 @@ def ensure_staff_groups() -> None:
                 for app, codename in codenames
             ]
         )
+    returns = importlib.import_module("cases.migrations.0012_device_return_permissions")
+    for name, codenames in returns.GRANTS.items():
+        Group.objects.get(name=name).permissions.add(
+            *Permission.objects.filter(
+                content_type__app_label="cases", codename__in=codenames
+            )
+        )
 
 
 def _staff(username: str, group: str | None):

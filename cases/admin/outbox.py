@@ -338,6 +338,11 @@ def sample_notification(*, kind: str, language: str) -> Notification:
             "withdraw_on": (timezone.localdate() + timedelta(days=11)).isoformat(),
         },
         Notification.Kind.REJECTED: {"note": "设备序列号与登记信息不符。"},
+        Notification.Kind.DEVICE_RETURN_REMINDER: {
+            "serial_numbers": ["SN00000001", "SN00000002"],
+            "due_on": (timezone.localdate() - timedelta(days=3)).isoformat(),
+            "return_address": "POS Returns, 1 Example Road, Beijing 100020",
+        },
         Notification.Kind.COMPLETED: common,
         Notification.Kind.DEPARTMENT_COMPLETED: {**common, "department": "finance"},
         Notification.Kind.EXECUTION_FAILED: {

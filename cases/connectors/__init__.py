@@ -1,7 +1,8 @@
 """Connectors: how an execution step reaches the provider's systems.
 
 The execution steps (``cases.services.execution``) verify the bindings,
-settle, export, unbind, bind the replacement and close the account through one
+settle, export, unbind, deactivate the SIMs, bind the replacement and close
+the account through one
 ``Connector``, chosen by ``CORE_CONNECTOR``:
 
 - ``local`` (the default): the effects on this product's own registry
@@ -82,6 +83,10 @@ class Connector(Protocol):
     def export(self, operation: Operation) -> StepOutcome: ...
 
     def unbind(self, operation: Operation) -> StepOutcome: ...
+
+    def deactivate_sim(self, operation: Operation) -> StepOutcome:
+        """Deactivate the SIM / data cards of the unbound terminals."""
+        ...
 
     def bind_replacement(self, operation: Operation) -> StepOutcome: ...
 

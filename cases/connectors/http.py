@@ -76,6 +76,9 @@ class HTTPConnector:
     def unbind(self, operation: Operation) -> StepOutcome:
         return self._submit(operation)
 
+    def deactivate_sim(self, operation: Operation) -> StepOutcome:
+        return self._submit(operation)
+
     def bind_replacement(self, operation: Operation) -> StepOutcome:
         return self._submit(operation)
 

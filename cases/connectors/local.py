@@ -15,6 +15,7 @@ from django.db import transaction
 
 from cases.connectors import Operation, StepOutcome
 from cases.models import Case, Document
+from cases.services.returns import device_returns_open
 from terminals import services as registry
 from terminals.models import Transaction
 
@@ -161,7 +162,21 @@ class LocalConnector:
                 continue
             if binding is not None:
                 released.append(terminal.serial_number)
-        return StepOutcome(result={"released": released, "refused": refused})
+        # The unbound devices are expected back (once per case and device).
+        unbound = [t for t in operation.terminals if t.serial_number not in refused]
+        returns = device_returns_open(case=case, terminals=unbound, now=operation.now)
+        return StepOutcome(
+            result={
+                "released": released,
+                "refused": refused,
+                "returns": [r.pk for r in returns],
+            }
+        )
+
+    def deactivate_sim(self, operation: Operation) -> StepOutcome:
+        """Deactivate the SIM cards of the unbound terminals (a date on each)."""
+        done = registry.sims_deactivate(terminals=operation.terminals, at=operation.now)
+        return StepOutcome(result={"deactivated": done})
 
     def bind_replacement(self, operation: Operation) -> StepOutcome:
         """Bind and activate the replacement device."""

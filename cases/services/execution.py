@@ -15,7 +15,7 @@ the same case, at the same time or after a crash. Three things make that safe:
 Known transient errors (lost database connection, lock timeouts, the
 provider's core out of reach) propagate to the task, which retries with
 backoff; any other error fails the case at its step and e-mails the Operations
-group. The settle, export, unbind, rebind and close steps go through the
+group. The settle, export, unbind, SIM, rebind and close steps go through the
 connector of ``CORE_CONNECTOR`` (``cases.connectors``); a step the core
 answered "pending" waits (``ExecutionStep.Status.WAITING``) until the core's
 callback or a poll by the outbox sweeper ends it.
@@ -89,6 +89,7 @@ STEP_ORDER: tuple[str, ...] = (
     Step.SETTLE,
     Step.EXPORT,
     Step.UNBIND,
+    Step.DEACTIVATE_SIM,
     Step.BIND_REPLACEMENT,
     Step.CLOSE_ACCOUNT,
     Step.NOTIFY,
@@ -544,6 +545,11 @@ def _terminals_unbind_in_batches(
     return released
 
 
+def _step_deactivate_sim(**kwargs) -> dict:
+    """Deactivate the SIM / data cards of the unbound terminals."""
+    return _connector_run(name=Step.DEACTIVATE_SIM, **kwargs)
+
+
 def _step_bind_replacement(**kwargs) -> dict:
     """Bind and activate the replacement device."""
     return _connector_run(name=Step.BIND_REPLACEMENT, **kwargs)
@@ -780,6 +786,7 @@ STEP_FUNCTIONS: dict[str, Callable[..., dict]] = {
     Step.SETTLE: _step_settle,
     Step.EXPORT: _step_export,
     Step.UNBIND: _step_unbind,
+    Step.DEACTIVATE_SIM: _step_deactivate_sim,
     Step.BIND_REPLACEMENT: _step_bind_replacement,
     Step.CLOSE_ACCOUNT: _step_close_account,
     Step.NOTIFY: _step_notify,

@@ -42,6 +42,7 @@ SMS_KINDS = frozenset(
         Kind.REJECTED,
         Kind.COMPLETED,
         Kind.ABANDONED,
+        Kind.DEVICE_RETURN_REMINDER,
     }
 )
 # Where an SMS row keeps the e-mail recipients of its fallback.
@@ -87,6 +88,11 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
             Kind.ABANDONED: gettext(
                 "[%(reference)s] Your unbinding request was stopped after a "
                 "failure; the details are in your e-mail."
+            ),
+            Kind.DEVICE_RETURN_REMINDER: gettext(
+                "[%(reference)s] Please send back the unbound POS devices: the "
+                "address and the form for the tracking number are on your "
+                "request's page."
             ),
         }
         return texts[kind] % params

@@ -21,7 +21,13 @@ from tests import factories
 from tests.httpstub import StubServer
 
 Step = ExecutionStep.Step
-CORE_STEPS = [Step.VERIFY_BINDINGS, Step.SETTLE, Step.EXPORT, Step.UNBIND]
+CORE_STEPS = [
+    Step.VERIFY_BINDINGS,
+    Step.SETTLE,
+    Step.EXPORT,
+    Step.UNBIND,
+    Step.DEACTIVATE_SIM,
+]
 SECRET = "core-callback-secret"
 
 

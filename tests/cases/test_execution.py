@@ -10,7 +10,14 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from cases.models import CaseEvent, CaseState, Document, ExecutionStep, Notification
+from cases.models import (
+    CaseEvent,
+    CaseState,
+    DeviceReturn,
+    Document,
+    ExecutionStep,
+    Notification,
+)
 from cases.services import execution
 from cases.services.execution import ExecutionOutcome, case_execute
 from terminals.models import Binding, Merchant, SettlementBatch, Terminal, Transaction
@@ -73,6 +80,7 @@ def test_approved_case_runs_every_step_in_order_and_completes(
         (Step.SETTLE, "done"),
         (Step.EXPORT, "done"),
         (Step.UNBIND, "done"),
+        (Step.DEACTIVATE_SIM, "done"),
         (Step.BIND_REPLACEMENT, "skipped"),
         (Step.CLOSE_ACCOUNT, "skipped"),
         (Step.NOTIFY, "done"),
@@ -191,7 +199,9 @@ def test_a_step_called_twice_does_its_effect_once():
     assert SettlementBatch.objects.count() == 1
     assert SettlementBatch.objects.get().total == Decimal("257.00")
     assert Document.objects.filter(kind=Document.Kind.DATA_EXPORT).count() == 1
-    assert results[Step.UNBIND] == {"released": []}  # nothing left on the 2nd call
+    assert results[Step.UNBIND]["released"] == []  # nothing left on the 2nd call
+    assert DeviceReturn.objects.filter(case=case).count() == 2  # not 4
+    assert results[Step.DEACTIVATE_SIM] == {"deactivated": []}  # done the 1st time
     assert Binding.objects.filter(terminal=replacement).count() == 1
     assert Binding.objects.active().filter(merchant=case.merchant).count() == 1
     assert (
@@ -408,8 +418,9 @@ def test_queries_per_case_stay_bounded(django_capture_on_commit_callbacks):
         q["sql"] for q in queries if "SAVEPOINT" not in q["sql"].split(" ", 2)[:2]
     ]
     assert outcome == ExecutionOutcome.COMPLETED
-    # 40 before chains ran in batches; a batch adds its progress and its event.
-    assert len(statements) <= 44, "\n".join(statements)
+    # 40 before chains ran in batches (a batch adds its progress and its
+    # event: 4) and before the SIM step and the device returns (a fixed 8).
+    assert len(statements) <= 52, "\n".join(statements)
 
 
 class RetryCalled(Exception):

@@ -76,6 +76,15 @@ def case_problems(case: Case) -> list[str]:
         )
         if released is None or set(released.result.get("released", [])) != serials:
             problems.append(f"{label}: the unbind step does not list its terminals")
+        returning = Counter(
+            case.device_returns.values_list("terminal__serial_number", flat=True)
+        )
+        if returning != Counter(serials):
+            problems.append(f"{label}: its devices are not each expected back once")
+        if Terminal.objects.filter(
+            pk__in=terminal_ids, sim_deactivated_at__isnull=True
+        ).exists():
+            problems.append(f"{label}: completed but a SIM is still active")
     elif case.state == CaseState.FAILED:
         failed = steps.get(case.failure_step)
         if failed is None or failed.status == ExecutionStep.Status.DONE:

@@ -100,7 +100,7 @@ def test_core_down_then_back_the_case_waits_then_completes_and_the_sms_goes_once
     wait_state(case, CaseState.COMPLETED)
     assert not Binding.objects.active().filter(merchant=case.merchant).exists()
     keys = {r.headers["idempotency-key"] for r in core.requests}
-    steps = ("verify_bindings", "settle", "export")
+    steps = ("verify_bindings", "settle", "export", "deactivate_sim")
     terminals = [link.terminal for link in case.case_terminals.all()]
     unbind = terminal_batch_key(base=f"{case.reference}.unbind", terminals=terminals)
     assert keys == {f"{case.reference}.{s}" for s in steps} | {unbind}

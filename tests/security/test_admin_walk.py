@@ -25,6 +25,7 @@ from cases.models import (
     Case,
     CaseEvent,
     CaseState,
+    DeviceReturn,
     ExecutionStep,
     Notification,
 )
@@ -85,6 +86,11 @@ def _sample_data() -> dict:
         case=cases[CaseState.FAILED], step=ExecutionStep.Step.values[0], position=1
     )
     factories.TransactionFactory(terminal=case.case_terminals.first().terminal)
+    DeviceReturn.objects.create(
+        case=cases[CaseState.FAILED],
+        terminal=cases[CaseState.FAILED].case_terminals.first().terminal,
+        due_at=timezone.now(),
+    )
     factories.SettlementBatchFactory() if hasattr(
         factories, "SettlementBatchFactory"
     ) else None
