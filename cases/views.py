@@ -108,6 +108,11 @@ def case_file_view(request: HttpRequest) -> HttpResponse:
             else:
                 return redirect("cases:verify", token=token)
         form.discard_uploads()
+        # A twin post of this browser may have filed the case while this one
+        # was being checked (its terminals now look taken): lead to that case.
+        token = intake.case_token_for_submission(key=submission_key)
+        if token:
+            return redirect("cases:verify", token=token)
     else:
         binding = _submission_binding(request) or secrets.token_hex(16)
         form = CaseFilingForm(
