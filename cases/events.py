@@ -307,3 +307,18 @@ def demo_case_placed_events(*, case: Case, from_state: str) -> None:
             transition="seed_demo",
             note="demo data",
         )
+
+
+def legal_hold_event(*, case: Case, actor, hold, placed: bool) -> CaseEvent:
+    """Record that a legal hold covering this case was placed or released."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.LEGAL_HOLD,
+        actor=actor,
+        note=hold.reason,
+        payload={
+            "hold": hold.pk,
+            "on": "case" if hold.case_id else "merchant",
+            "action": "placed" if placed else "released",
+        },
+    )

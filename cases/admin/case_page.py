@@ -35,6 +35,7 @@ from cases.selectors import (
     case_search_filter,
 )
 from cases.services.common import CaseActionError
+from cases.services.previews import document_preview_for_page
 from cases.services.review import (
     case_assign,
     case_fees_statement_set,
@@ -376,9 +377,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "assign_url": reverse("admin:cases_case_assign", args=[case.pk]),
             "can_review_documents": allowed.can_review_documents,
             "can_download": user.has_perm("cases.view_document"),
-            "documents": case.documents.select_related("reviewed_by").order_by(
-                "kind", "pk"
-            ),
+            "documents": _documents_with_previews(case),
             "missing_kinds": allowed.missing_kinds,
             "required_kinds": set(case.required_document_kinds()),
             "impact": case_impact(case=case),
@@ -501,3 +500,13 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             success=_("The fees statement is saved."),
             back=self._change_url(case.pk),
         )
+
+
+def _documents_with_previews(case: Case) -> list:
+    """The case's documents, each with ``page_preview`` (rendering queued if missing)."""
+    documents = list(
+        case.documents.select_related("reviewed_by", "preview").order_by("kind", "pk")
+    )
+    for document in documents:
+        document.page_preview = document_preview_for_page(document=document)
+    return documents
