@@ -14,7 +14,7 @@ from tests import factories, filebuilders
 
 
 def pdf_document(pages: int, **kwargs):
-    data = filebuilders.valid_pdf_bytes(pages=pages)
+    data = filebuilders.drawn_pdf_bytes(pages=pages)
     document = factories.DocumentFactory(size=len(data), **kwargs)
     document.file.save("licence.pdf", ContentFile(data), save=True)
     return document
@@ -55,6 +55,7 @@ def test_a_reviewer_sees_the_pages_of_a_pdf_as_images_on_the_case_page(
     assert not data.startswith(b"%PDF")
     png = Image.open(BytesIO(data))
     assert png.format == "PNG"
+    assert png.convert("L").getextrema()[0] < 100  # something was drawn
     assert png.width == settings.PREVIEW_WIDTH
     assert png.width * png.height <= settings.PREVIEW_MAX_PIXELS
 
