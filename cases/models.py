@@ -926,8 +926,8 @@ class ReportExport(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
-    period_start = models.DateField(_("from"), null=True, blank=True)
-    period_end = models.DateField(_("to"), null=True, blank=True)
+    period_start = models.DateField(_("period start"), null=True, blank=True)
+    period_end = models.DateField(_("period end"), null=True, blank=True)
     client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
     created_at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
 

@@ -69,9 +69,11 @@ class LegalHoldForm(forms.ModelForm):
 
 class PeriodForm(forms.Form):
     start = forms.DateField(
-        label=_("from"), widget=forms.DateInput(attrs={"type": "date"})
+        label=_("first day"), widget=forms.DateInput(attrs={"type": "date"})
     )
-    end = forms.DateField(label=_("to"), widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(
+        label=_("last day"), widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def clean(self):
         data = super().clean()

@@ -41,8 +41,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('kind', models.CharField(choices=[('binding_changes', 'Binding changes (regulator)'), ('purge_report', 'Purge report')], max_length=32, verbose_name='report')),
-                ('period_start', models.DateField(blank=True, null=True, verbose_name='from')),
-                ('period_end', models.DateField(blank=True, null=True, verbose_name='to')),
+                ('period_start', models.DateField(blank=True, null=True, verbose_name='period start')),
+                ('period_end', models.DateField(blank=True, null=True, verbose_name='period end')),
                 ('client_ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='client address')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='at')),
                 ('actor', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='staff user')),
