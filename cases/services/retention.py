@@ -137,6 +137,13 @@ def purge_report_rows(*, now: datetime | None = None) -> Iterator[list]:
             doc.purged_at,
             "",
         ]
+    reasons_by_case: dict[int, list[str]] = {}
+    reasons_by_merchant: dict[int, list[str]] = {}
+    for hold in LegalHold.objects.active().order_by("placed_at", "pk"):
+        if hold.case_id:
+            reasons_by_case.setdefault(hold.case_id, []).append(hold.reason)
+        else:
+            reasons_by_merchant.setdefault(hold.merchant_id, []).append(hold.reason)
     held = (
         Document.objects.filter(
             purged_at__isnull=True,
@@ -157,8 +164,8 @@ def purge_report_rows(*, now: datetime | None = None) -> Iterator[list]:
         .order_by("case_id", "pk")
     )
     for doc in held.iterator(chunk_size=REPORT_CHUNK_SIZE):
-        reasons = LegalHold.objects.active().filter(
-            Q(case_id=doc.case_id) | Q(merchant_id=doc.case.merchant_id)
+        reasons = reasons_by_case.get(doc.case_id, []) + reasons_by_merchant.get(
+            doc.case.merchant_id, []
         )
         yield [
             "held",
@@ -168,7 +175,7 @@ def purge_report_rows(*, now: datetime | None = None) -> Iterator[list]:
             doc.original_name,
             doc.case.closed_at,
             None,
-            "; ".join(h.reason for h in reasons),
+            "; ".join(reasons),
         ]
 
 

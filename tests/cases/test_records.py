@@ -391,3 +391,28 @@ def test_the_binding_report_streams_with_constant_queries_and_memory(
     assert small[0] == large[0]
     # memory is bounded by the chunk, not by the rows (3x the rows here)
     assert large[2] < small[2] * 1.3
+
+
+@pytest.mark.django_db
+def test_the_purge_report_runs_the_same_queries_for_2_or_6_held_cases(
+    operations, settings
+):
+    # given
+    settings.CASE_DOCUMENT_RETENTION = timedelta(days=180)
+
+    def hold_cases(count: int) -> int:
+        for _ in range(count):
+            case = closed_case(days_ago=400)
+            factories.DocumentFactory(case=case)
+            retention.legal_hold_place(actor=operations, reason="r", case_id=case.pk)
+        with CaptureQueriesContext(connection) as queries:
+            rows = list(retention.purge_report_rows())
+        assert len(rows) == LegalHold.objects.count()
+        return len(queries)
+
+    # when
+    few = hold_cases(2)
+    more = hold_cases(4)
+
+    # then
+    assert few == more
