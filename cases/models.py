@@ -903,6 +903,11 @@ class DocumentPreview(models.Model):
     page_count = models.PositiveIntegerField(_("pages in the file"), default=0)
     error = models.CharField(_("error"), max_length=200, blank=True)
     rendered_at = models.DateTimeField(_("rendered at"), null=True, blank=True)
+    # When the rendering was last queued: a pending preview older than
+    # OUTBOX_SWEEP_AFTER (a lost task) is queued again by the next page view.
+    requested_at = models.DateTimeField(
+        _("rendering requested at"), default=timezone.now
+    )
 
     class Meta:
         verbose_name = _("document preview")

@@ -29,6 +29,7 @@ class Migration(migrations.Migration):
                 ('page_count', models.PositiveIntegerField(default=0, verbose_name='pages in the file')),
                 ('error', models.CharField(blank=True, max_length=200, verbose_name='error')),
                 ('rendered_at', models.DateTimeField(blank=True, null=True, verbose_name='rendered at')),
+                ('requested_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='rendering requested at')),
                 ('document', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='preview', to='cases.document', verbose_name='document')),
             ],
             options={

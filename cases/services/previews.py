@@ -47,6 +47,21 @@ def document_preview_for_page(*, document: Document) -> DocumentPreview | None:
         preview, created = DocumentPreview.objects.get_or_create(document=document)
         if created:
             document_preview_request(document_id=document.pk)
+        return preview
+    now = timezone.now()
+    if (
+        preview.status == DocumentPreview.Status.PENDING
+        and preview.requested_at < now - settings.OUTBOX_SWEEP_AFTER
+    ):
+        # The task was lost (a broker outage): queue it again, once for all
+        # the reviewers who open the page now (compare and set).
+        again = DocumentPreview.objects.filter(
+            pk=preview.pk,
+            status=DocumentPreview.Status.PENDING,
+            requested_at=preview.requested_at,
+        ).update(requested_at=now)
+        if again:
+            document_preview_request(document_id=document.pk)
     return preview
 
 

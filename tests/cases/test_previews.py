@@ -1,11 +1,13 @@
 """Document previews: PDF pages rendered to PNG on the server, shown on the case page."""
 
+from datetime import timedelta
 from http import HTTPStatus
 from io import BytesIO
 
 import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from cases.models import DocumentPreview
@@ -160,3 +162,28 @@ def test_a_page_of_another_number_or_a_purged_document_is_not_found(client, audi
     assert beyond.status_code == HTTPStatus.NOT_FOUND
     assert purged.status_code == HTTPStatus.NOT_FOUND
     assert DocumentPreview.objects.get(document=document).pages == []
+
+
+@pytest.mark.django_db
+def test_a_rendering_lost_by_the_broker_is_queued_again_by_the_next_page_view(
+    client, reviewer, django_capture_on_commit_callbacks, settings
+):
+    # given: a preview queued ten minutes ago whose task never ran
+    settings.OUTBOX_SWEEP_AFTER = timedelta(minutes=2)
+    document = pdf_document(pages=1)
+    DocumentPreview.objects.create(
+        document=document, requested_at=timezone.now() - timedelta(minutes=10)
+    )
+    client.force_login(reviewer)
+    url = reverse("admin:cases_case_change", args=[document.case_id])
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        client.get(url)
+    with django_capture_on_commit_callbacks(execute=True) as queued_again:
+        client.get(url)
+
+    # then: queued once, and rendered
+    assert len(queued) == 1
+    assert len(queued_again) == 0
+    assert DocumentPreview.objects.get(document=document).status == "ready"
