@@ -416,3 +416,37 @@ def test_the_purge_report_runs_the_same_queries_for_2_or_6_held_cases(
 
     # then
     assert few == more
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [
+        ("operations", HTTPStatus.OK),
+        ("auditor", HTTPStatus.OK),
+        ("reviewer", HTTPStatus.FORBIDDEN),
+        ("approver", HTTPStatus.FORBIDDEN),
+    ],
+)
+def test_who_sees_the_record_of_report_downloads(client, request, who, status):
+    # given
+    client.force_login(request.getfixturevalue(who))
+
+    # when
+    response = client.get(reverse("admin:cases_reportexport_changelist"))
+
+    # then
+    assert response.status_code == status
+
+
+@pytest.mark.django_db
+def test_staff_without_a_role_get_no_purge_report_by_typed_url(client):
+    # given
+    client.force_login(factories.UserFactory(username="nobody", is_staff=True))
+
+    # when
+    response = client.get(reverse("admin:cases_purge_report"))
+
+    # then
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert not ReportExport.objects.exists()
