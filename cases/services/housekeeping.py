@@ -235,18 +235,24 @@ def documents_purge_expired(*, now: datetime | None = None) -> int:
 
 
 def _purgeable_documents_q(*, now: datetime, prefix: str = "") -> Q:
-    """Documents past their period, relative to the case (``prefix`` from a case)."""
+    """Documents past their period, relative to the case (``prefix`` from a case).
+
+    Both branches are positive conditions on the same document, so that from
+    a case (``documents__``) they match one document, not any two.
+    """
     closed = "closed_at__lt" if prefix else "case__closed_at__lt"
+    merchant_kinds = [k for k in Document.Kind.values if k != Document.Kind.DATA_EXPORT]
     return Q(
         **{
             f"{prefix}purged_at__isnull": True,
+            f"{prefix}kind__in": merchant_kinds,
             closed: now - settings.CASE_DOCUMENT_RETENTION,
         }
-    ) & ~Q(**{f"{prefix}kind": Document.Kind.DATA_EXPORT}) | Q(
+    ) | Q(
         **{
             f"{prefix}purged_at__isnull": True,
-            closed: retention.records_retention_cutoff(now=now),
             f"{prefix}kind": Document.Kind.DATA_EXPORT,
+            closed: retention.records_retention_cutoff(now=now),
         }
     )
 

@@ -28,7 +28,9 @@ PDF = "application/pdf"
 
 
 def document_preview_wanted(*, document: Document) -> bool:
-    return document.content_type == PDF and not document.purged_at and document.file
+    return bool(
+        document.content_type == PDF and not document.purged_at and document.file
+    )
 
 
 def document_preview_request(*, document_id: int) -> None:
