@@ -450,3 +450,26 @@ def test_staff_without_a_role_get_no_purge_report_by_typed_url(client):
     # then
     assert response.status_code == HTTPStatus.FORBIDDEN
     assert not ReportExport.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_holds_list_filters_active_and_released(client, auditor, operations):
+    # given
+    active = retention.legal_hold_place(
+        actor=operations, reason="active one", case_id=closed_case(days_ago=1).pk
+    )
+    released = retention.legal_hold_place(
+        actor=operations, reason="released one", case_id=closed_case(days_ago=1).pk
+    )
+    retention.legal_hold_release(hold_id=released.pk, actor=operations)
+    client.force_login(auditor)
+    url = reverse("admin:cases_legalhold_changelist")
+
+    # when
+    only_active = client.get(url, {"released_at__isempty": "1"})
+
+    # then
+    assert only_active.status_code == HTTPStatus.OK
+    body = only_active.content.decode()
+    assert active.reason in body
+    assert released.reason not in body
