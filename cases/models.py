@@ -922,7 +922,6 @@ class ReportExport(models.Model):
 
     class Kind(models.TextChoices):
         BINDING_CHANGES = "binding_changes", _("Binding changes (regulator)")
-        PURGE_REPORT = "purge_report", _("Purge report")
 
     kind = models.CharField(_("report"), max_length=32, choices=Kind.choices)
     actor = models.ForeignKey(

@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
             name='ReportExport',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('binding_changes', 'Binding changes (regulator)'), ('purge_report', 'Purge report')], max_length=32, verbose_name='report')),
+                ('kind', models.CharField(choices=[('binding_changes', 'Binding changes (regulator)')], max_length=32, verbose_name='report')),
                 ('period_start', models.DateField(blank=True, null=True, verbose_name='period start')),
                 ('period_end', models.DateField(blank=True, null=True, verbose_name='period end')),
                 ('client_ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='client address')),
