@@ -25,6 +25,7 @@ from cases.models import (
     DeviceReturnState,
     Document,
     ExecutionStep,
+    LegalHold,
 )
 from cases.tokens import tracking_token_fields
 from terminals import identifiers
@@ -549,6 +550,7 @@ def demo_seed() -> DemoResult:
     )
     cases += _chain_partly_unbound(now)
     _device_returns(now)
+    _records(now)
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),
@@ -648,3 +650,39 @@ def _chain_partly_unbound(now) -> int:
         ]
     )
     return 1
+
+
+# --- records (issue 14): previews, a legal hold -----------------------------------
+
+DEMO_HOLD_REASON = "法院调取证据：（2026）京0105民初123号，保全至诉讼终结"
+
+
+def _records(now) -> None:
+    """Render the demo PDFs' previews and hold the completed case (idempotent)."""
+    # Imported here: demo data is the only caller that renders in-process.
+    from cases.services.previews import document_preview_render
+
+    for document_id in Document.objects.filter(
+        content_type="application/pdf", preview__isnull=True, purged_at__isnull=True
+    ).values_list("pk", flat=True):
+        document_preview_render(document_id=document_id)
+    completed = (
+        Case.objects.filter(
+            state=CaseState.COMPLETED, token_salt__endswith="demo" + "0" * 26
+        )
+        .order_by("pk")
+        .first()
+    )
+    operations = get_user_model().objects.filter(username="operations").first()
+    if completed is None or operations is None:
+        return
+    with transaction.atomic():
+        hold, created = LegalHold.objects.get_or_create(
+            case=completed,
+            reason=DEMO_HOLD_REASON,
+            defaults={"placed_by": operations, "placed_at": now},
+        )
+        if created:
+            events.legal_hold_event(
+                case=completed, actor=operations, hold=hold, placed=True
+            )

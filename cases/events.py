@@ -384,3 +384,18 @@ def device_received_event(
             "deposit": deposit,
         },
     )
+
+
+def legal_hold_event(*, case: Case, actor, hold, placed: bool) -> CaseEvent:
+    """Record that a legal hold covering this case was placed or released."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.LEGAL_HOLD,
+        actor=actor,
+        note=hold.reason,
+        payload={
+            "hold": hold.pk,
+            "on": "case" if hold.case_id else "merchant",
+            "action": "placed" if placed else "released",
+        },
+    )

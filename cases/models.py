@@ -677,6 +677,7 @@ class CaseEvent(models.Model):
         DEVICE_RETURN = "device_return", _("Device return")
         DEVICE_RECEIVED = "device_received", _("Device received")
         DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
+        LEGAL_HOLD = "legal_hold", _("Legal hold")
 
     class Actor(models.TextChoices):
         MERCHANT = "merchant", _("Merchant")
@@ -1019,3 +1020,140 @@ class DeviceReturn(models.Model):
     )
     def report_lost(self) -> None:
         """Lost or stolen: a police report replaces the device."""
+
+
+class LegalHoldQuerySet(models.QuerySet):
+    def active(self) -> "LegalHoldQuerySet":
+        """Holds not yet released."""
+        return self.filter(released_at__isnull=True)
+
+
+class LegalHold(models.Model):
+    """A legal hold on a merchant or a case: while active, nothing of it is purged.
+
+    Rows are never deleted: releasing sets ``released_at``, so the hold and
+    who placed and released it stay on record.
+    """
+
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="legal_holds",
+    )
+    case = models.ForeignKey(
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="legal_holds",
+    )
+    reason = models.TextField(_("reason"))
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("placed by"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    placed_at = models.DateTimeField(_("placed at"), default=timezone.now)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("released by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    released_at = models.DateTimeField(_("released at"), null=True, blank=True)
+
+    objects = LegalHoldQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("legal hold")
+        verbose_name_plural = _("legal holds")
+        ordering = ["-placed_at", "-pk"]
+        permissions = [
+            ("place_legalhold", "Can place and release legal holds"),
+            ("export_regulator_report", "Can export the regulator's binding report"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(merchant__isnull=False) & Q(case__isnull=True))
+                | (Q(merchant__isnull=True) & Q(case__isnull=False)),
+                name="legal_hold_on_merchant_or_case",
+                violation_error_message=_("A hold is on a merchant or on a case."),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return str(self.case or self.merchant)
+
+    @property
+    def is_active(self) -> bool:
+        return self.released_at is None
+
+
+class DocumentPreview(models.Model):
+    """The pages of a document rendered to PNG on the server, stored privately."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Rendering")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    document = models.OneToOneField(
+        Document,
+        verbose_name=_("document"),
+        on_delete=models.PROTECT,
+        related_name="preview",
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    # Storage names of the page images, in page order.
+    pages = models.JSONField(_("pages"), default=list, blank=True)
+    page_count = models.PositiveIntegerField(_("pages in the file"), default=0)
+    error = models.CharField(_("error"), max_length=200, blank=True)
+    rendered_at = models.DateTimeField(_("rendered at"), null=True, blank=True)
+    # When the rendering was last queued: a pending preview older than
+    # OUTBOX_SWEEP_AFTER (a lost task) is queued again by the next page view.
+    requested_at = models.DateTimeField(
+        _("rendering requested at"), default=timezone.now
+    )
+
+    class Meta:
+        verbose_name = _("document preview")
+        verbose_name_plural = _("document previews")
+
+    def __str__(self) -> str:
+        return f"{self.document_id}: {self.status}"
+
+
+class ReportExport(models.Model):
+    """One download of a report with personal data in full: who, when, which period."""
+
+    class Kind(models.TextChoices):
+        BINDING_CHANGES = "binding_changes", _("Binding changes (regulator)")
+
+    kind = models.CharField(_("report"), max_length=32, choices=Kind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("staff user"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    period_start = models.DateField(_("period start"), null=True, blank=True)
+    period_end = models.DateField(_("period end"), null=True, blank=True)
+    client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    created_at = models.DateTimeField(_("at"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("report export")
+        verbose_name_plural = _("report exports")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.created_at:%Y-%m-%d %H:%M}"

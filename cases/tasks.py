@@ -123,3 +123,18 @@ def device_returns_remind_task() -> int:
     from cases.services.returns import device_returns_remind
 
     return device_returns_remind()
+
+
+@shared_task(
+    acks_late=True, reject_on_worker_lost=True, soft_time_limit=60, time_limit=90
+)
+def document_preview_render_task(*, document_id: int) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from cases.services.previews import document_preview_fail, document_preview_render
+
+    try:
+        return document_preview_render(document_id=document_id)
+    except SoftTimeLimitExceeded:
+        document_preview_fail(document_id=document_id, error="time limit")
+        return "failed"

@@ -253,3 +253,24 @@ def admin_register_fixes(site) -> None:
     if site.is_registered(AccessAttempt):
         site.unregister(AccessAttempt)
         site.register(AccessAttempt, _access_attempt_admin())
+
+
+# --- records retention (issue 14) ----------------------------------------------------
+
+MIN_RECORDS_RETENTION_YEARS = 5
+
+
+@checks.register(checks.Tags.compatibility)
+def check_records_retention(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Refuse to keep the transaction exports and the audit trail under five years."""
+    years = getattr(settings, "RECORDS_RETENTION_YEARS", MIN_RECORDS_RETENTION_YEARS)
+    if isinstance(years, int) and years >= MIN_RECORDS_RETENTION_YEARS:
+        return []
+    return [
+        checks.Error(
+            f"RECORDS_RETENTION_YEARS is {years!r}; transaction exports and the "
+            f"audit trail must be kept at least {MIN_RECORDS_RETENTION_YEARS} years.",
+            hint="Set RECORDS_RETENTION_YEARS to 5 or more (unset means 5).",
+            id="cases.E101",
+        )
+    ]

@@ -263,6 +263,14 @@ RETURN_ADDRESS = env(
 CASE_DOCUMENT_RETENTION = timedelta(
     days=env.int("CASE_DOCUMENT_RETENTION_DAYS", default=180)
 )
+# The transaction history exports and the audit trail are kept at least this
+# many years (the system check cases.E101 refuses less than 5); a legal hold
+# (cases.LegalHold) stops every purge while it is active.
+RECORDS_RETENTION_YEARS = env.int("RECORDS_RETENTION_YEARS", default=5)
+# Document previews: PDF pages rendered to PNG by a worker, within these limits.
+PREVIEW_MAX_PAGES = env.int("PREVIEW_MAX_PAGES", default=10)
+PREVIEW_MAX_PIXELS = env.int("PREVIEW_MAX_PIXELS", default=2_000_000)
+PREVIEW_WIDTH = env.int("PREVIEW_WIDTH", default=900)
 OUTBOX_SWEEP_AFTER = timedelta(
     seconds=env.int("OUTBOX_SWEEP_AFTER_SECONDS", default=120)
 )

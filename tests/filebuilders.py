@@ -407,3 +407,26 @@ def temporary_uploaded_file(
         upload.write(data[start : start + 64 * 1024])
     upload.seek(0)
     return upload
+
+
+def drawn_pdf_bytes(pages: int = 3) -> bytes:
+    """A PDF whose pages show something: a title, ruled lines, the page number.
+
+    Made with Pillow (each page an image), so that a rendered preview can be
+    told apart from a blank page.
+    """
+    from PIL import ImageDraw
+
+    images = []
+    for number in range(1, pages + 1):
+        image = Image.new("RGB", (595, 842), "white")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((40, 40, 555, 110), outline="black", width=3)
+        draw.text((60, 62), "BUSINESS LICENCE (specimen)", fill="black")
+        for y in range(160, 760, 40):
+            draw.line((60, y, 535, y), fill=(120, 120, 120), width=2)
+        draw.text((270, 790), f"page {number} / {pages}", fill="black")
+        images.append(image)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="PDF", save_all=True, append_images=images[1:])
+    return buffer.getvalue()

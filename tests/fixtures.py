@@ -38,13 +38,23 @@ def ensure_staff_groups() -> None:
                 for app, codename in codenames
             ]
         )
-    returns = importlib.import_module("cases.migrations.0012_device_return_permissions")
-    for name, codenames in returns.GRANTS.items():
-        Group.objects.get(name=name).permissions.add(
-            *Permission.objects.filter(
-                content_type__app_label="cases", codename__in=codenames
-            )
+    # Later migrations grant more: any cases migration with a GRANTS table
+    # ({group: [cases codenames]}) is applied the same way.
+    import pkgutil
+
+    import cases.migrations
+
+    for info in pkgutil.iter_modules(cases.migrations.__path__):
+        grants = getattr(
+            importlib.import_module(f"cases.migrations.{info.name}"), "GRANTS", {}
         )
+        for name, codenames in grants.items():
+            group, _ = Group.objects.get_or_create(name=name)
+            group.permissions.add(
+                *Permission.objects.filter(
+                    content_type__app_label="cases", codename__in=codenames
+                )
+            )
 
 
 def _staff(username: str, group: str | None):

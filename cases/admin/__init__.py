@@ -7,6 +7,7 @@
 - ``audit``: the read-only audit trail;
 - ``export``: the CSV export of the queue;
 - ``returns``: devices coming back (the Operations queue of returns).
+- ``records``: legal holds, the purge report and the regulator's binding report.
 
 The admin is a thin caller: every change goes through ``cases.services``
 which locks the case, checks the role rules and writes the audit event. Cases,
@@ -14,7 +15,14 @@ documents and events are never edited through admin forms. The staff
 dashboard on the index page belongs to the site (``config.admin_site``).
 """
 
-from cases.admin import audit, case_page, documents, outbox, returns  # noqa: F401
+from cases.admin import (  # noqa: F401
+    audit,
+    case_page,
+    documents,
+    outbox,
+    records,
+    returns,
+)
 from cases.admin.queue import EstimatedCountPaginator
 
 __all__ = ["EstimatedCountPaginator"]

@@ -1,19 +1,20 @@
 """The case page: fields, the staff transitions, assignment and fees."""
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from cases import roles
 from cases.actions import STAFF_ACTIONS
 from cases.admin.common import (
-    datetime_short,
     exception_message,
     refused_response,
     service_answer,
@@ -36,6 +37,7 @@ from cases.selectors import (
 )
 from cases.services.chains import case_abandon_summary, case_terminal_progress
 from cases.services.common import CaseActionError
+from cases.services.previews import document_preview_for_page
 from cases.services.review import (
     case_assign,
     case_fees_statement_set,
@@ -105,10 +107,9 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "review_due",
         "state_badge",
         "merchant_display",
-        "reason",
+        "reason_short",
         "terminal_count_display",
         "assigned_to",
-        "age",
     )
     list_display_links = ("reference_display",)
     list_filter = (
@@ -218,6 +219,13 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return case_list_for_staff(user=request.user)
 
+    def changelist_view(self, request, extra_context=None):
+        # The queue is a working screen: without the app sidebar it fits a
+        # 1280-pixel screen with the filter column open (tests/browser).
+        return super().changelist_view(
+            request, {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+        )
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
@@ -230,8 +238,19 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return obj.reference or f"#{obj.pk}"
 
     @admin.display(description=_("merchant"), ordering="merchant__merchant_id")
-    def merchant_display(self, obj: Case) -> str:
-        return f"{obj.merchant.merchant_id} {obj.merchant.name}"
+    def merchant_display(self, obj: Case):
+        # The name is cut to the column's width; the full name is its title.
+        return format_html(
+            '{}<br><span class="case-cut" title="{}">{}</span>',
+            obj.merchant.merchant_id,
+            obj.merchant.name,
+            obj.merchant.name,
+        )
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def reason_short(self, obj: Case) -> str:
+        """The reason without its Chinese gloss in brackets (the list is narrow)."""
+        return re.sub(r"\s*\([^)]*\)$", "", str(obj.get_reason_display()))
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj: Case):
@@ -246,16 +265,12 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         count = getattr(obj, "terminal_count", None)
         return obj.case_terminals.count() if count is None else count
 
-    @admin.display(description=_("age"), ordering="submitted_at")
-    def age(self, obj: Case) -> str:
-        since = obj.submitted_at or obj.created_at
-        return timesince(since, depth=1) if since else ""
-
     @admin.display(description=_("review due"), ordering="review_due_at")
     def review_due(self, obj: Case):
         if not obj.review_due_at:
             return "—"
-        text = datetime_short(obj.review_due_at)
+        # Month, day and time: the year is this one or the next, the column narrow.
+        text = timezone.localtime(obj.review_due_at).strftime("%m-%d %H:%M")
         if obj.is_overdue:
             return format_html(
                 '<span class="case-overdue">{} · {}</span>', text, _("overdue")
@@ -377,9 +392,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "assign_url": reverse("admin:cases_case_assign", args=[case.pk]),
             "can_review_documents": allowed.can_review_documents,
             "can_download": user.has_perm("cases.view_document"),
-            "documents": case.documents.select_related("reviewed_by").order_by(
-                "kind", "pk"
-            ),
+            "documents": _documents_with_previews(case),
             "missing_kinds": allowed.missing_kinds,
             "required_kinds": set(case.required_document_kinds()),
             "impact": case_impact(case=case),
@@ -506,3 +519,13 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             success=_("The fees statement is saved."),
             back=self._change_url(case.pk),
         )
+
+
+def _documents_with_previews(case: Case) -> list:
+    """The case's documents, each with ``page_preview`` (rendering queued if missing)."""
+    documents = list(
+        case.documents.select_related("reviewed_by", "preview").order_by("kind", "pk")
+    )
+    for document in documents:
+        document.page_preview = document_preview_for_page(document=document)
+    return documents

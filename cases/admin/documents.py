@@ -3,7 +3,8 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpResponseRedirect
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -12,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from cases.admin.common import CaseReferenceSearchMixin, service_answer
-from cases.models import Document
+from cases.models import Document, DocumentPreview
 from cases.services.review import DocumentDecision, document_review
 from config.admin_site import ReadOnlyAdminMixin
 
@@ -73,6 +74,11 @@ class DocumentAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdm
                 name="cases_document_review",
             ),
             path(
+                "<path:object_id>/preview/<int:page>/",
+                wrap(self.preview_view),
+                name="cases_document_preview",
+            ),
+            path(
                 "<path:object_id>/download/",
                 wrap(self.download_view),
                 name="cases_document_download",
@@ -128,6 +134,33 @@ class DocumentAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdm
             filename=document.original_name,
             content_type=document.content_type or "application/octet-stream",
         )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+    def preview_view(self, request, object_id, page):
+        """One rendered page of a PDF as PNG, to staff allowed to view documents.
+
+        The image was rendered and encoded by the server; the merchant's PDF
+        itself is never sent for a preview.
+        """
+        if not request.user.has_perm("cases.view_document"):
+            raise PermissionDenied
+        document = get_object_or_404(Document, pk=object_id)
+        preview = DocumentPreview.objects.filter(document=document).first()
+        if (
+            document.purged_at
+            or preview is None
+            or preview.status != DocumentPreview.Status.READY
+            or not 1 <= page <= len(preview.pages)
+        ):
+            raise Http404
+        try:
+            handle = default_storage.open(preview.pages[page - 1], "rb")
+        except FileNotFoundError:
+            raise Http404 from None
+        response = FileResponse(handle, content_type="image/png")
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["Cache-Control"] = "private, no-store"

@@ -30,6 +30,7 @@ from cases.notifications import (
     notification_requeue,
     notifications_due,
 )
+from cases.services import previews, retention
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 from cases.services.execution import case_execution_requeue, cases_due
 from cases.services.intake import case_withdraw
@@ -210,18 +211,19 @@ def overdue_digest_send(*, now: datetime | None = None) -> int:
 def documents_purge_expired(*, now: datetime | None = None) -> int:
     """Delete the stored files of cases closed longer than the retention period.
 
-    The document rows (name, size, checksum) and the audit trail stay; each
-    purged document gets ``purged_at`` and each case one event. Return the
-    number of documents purged.
+    Merchant documents go ``CASE_DOCUMENT_RETENTION`` after the case closed;
+    transaction exports are records and go only after
+    ``RECORDS_RETENTION_YEARS``. Cases under an active legal hold (their own
+    or their merchant's) are skipped. The document rows (name, size,
+    checksum) and the audit trail stay; each purged document gets
+    ``purged_at`` (its preview images go with it) and each case one event.
+    Return the number of documents purged.
     """
     now = now or timezone.now()
-    cutoff = now - settings.CASE_DOCUMENT_RETENTION
     case_ids = list(
-        Case.objects.filter(
-            state__in=CLOSED_STATES,
-            closed_at__lt=cutoff,
-            documents__purged_at__isnull=True,
-        )
+        Case.objects.filter(state__in=CLOSED_STATES)
+        .filter(_purgeable_documents_q(now=now, prefix="documents__"))
+        .exclude(pk__in=retention.cases_on_hold().values("pk"))
         .order_by("pk")
         .values_list("pk", flat=True)
         .distinct()[:BATCH_SIZE]
@@ -232,19 +234,45 @@ def documents_purge_expired(*, now: datetime | None = None) -> int:
     return purged
 
 
+def _purgeable_documents_q(*, now: datetime, prefix: str = "") -> Q:
+    """Documents past their period, relative to the case (``prefix`` from a case).
+
+    Both branches are positive conditions on the same document, so that from
+    a case (``documents__``) they match one document, not any two.
+    """
+    closed = "closed_at__lt" if prefix else "case__closed_at__lt"
+    merchant_kinds = [k for k in Document.Kind.values if k != Document.Kind.DATA_EXPORT]
+    return Q(
+        **{
+            f"{prefix}purged_at__isnull": True,
+            f"{prefix}kind__in": merchant_kinds,
+            closed: now - settings.CASE_DOCUMENT_RETENTION,
+        }
+    ) | Q(
+        **{
+            f"{prefix}purged_at__isnull": True,
+            f"{prefix}kind": Document.Kind.DATA_EXPORT,
+            closed: retention.records_retention_cutoff(now=now),
+        }
+    )
+
+
 def case_documents_purge(*, case_id: int, now: datetime) -> int:
-    """Delete the stored files of one closed case's documents; keep the rows."""
+    """Delete the stored files of one closed case's expired documents; keep the rows."""
     with transaction.atomic():
         case = case_lock(case_id=case_id)
+        if case.state not in CLOSED_STATES or retention.case_is_on_hold(case=case):
+            return 0
         documents = list(
-            Document.objects.select_for_update().filter(
-                case=case, purged_at__isnull=True
-            )
+            Document.objects.select_for_update()
+            .filter(case=case)
+            .filter(_purgeable_documents_q(now=now))
         )
         for document in documents:
             if document.file:
                 # Deleting a file already gone (a run that crashed) is a no-op.
                 document.file.storage.delete(document.file.name)
+            previews.document_preview_purge(document=document)
             document.file = ""
             document.purged_at = now
         Document.objects.bulk_update(documents, ["file", "purged_at"])

@@ -29,6 +29,7 @@ from cases.notifications import (
     notification_queue,
     notification_requeue,
 )
+from cases.services import previews
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 from cases.tokens import (
     hash_secret,
@@ -445,6 +446,9 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
             for kind, upload, name in stored
         ]
     )
+    for document in documents:
+        if previews.document_preview_wanted(document=document):
+            previews.document_preview_request(document_id=document.pk)
     events.case_filed_event(
         case=case,
         terminals=[t.serial_number for t in filing.terminals],
@@ -655,6 +659,8 @@ def case_respond(
                     sha256=upload.sha256,
                     content_type=upload.content_type,
                 )
+                if previews.document_preview_wanted(document=document):
+                    previews.document_preview_request(document_id=document.pk)
                 events.document_added_event(
                     case=case,
                     document_id=document.pk,

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from cases.models import Case, CaseState, Document
+from cases.models import Case, CaseState, Document, DocumentPreview, LegalHold
 from terminals.models import Merchant, Terminal
 
 pytestmark = pytest.mark.django_db
@@ -70,3 +70,19 @@ def test_seed_demo_has_a_chain_stopped_half_way_for_operations(client, admin_cli
     assert 'data-progress-done="117"' in staff_page.content.decode()
     page = client.get(case.get_tracking_path())
     assert 'data-progress-done="117" data-progress-total="120"' in page.content.decode()
+
+
+def test_seed_demo_shows_previews_and_a_legal_hold():
+    # when the demo is loaded twice
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then every demo PDF has its pages rendered, and a completed case is held
+    pdfs = Document.objects.filter(content_type="application/pdf")
+    assert pdfs.exists()
+    assert DocumentPreview.objects.filter(status="ready").count() == pdfs.count()
+    hold = LegalHold.objects.get()
+    assert hold.is_active
+    assert hold.case.state == CaseState.COMPLETED
+    assert hold.placed_by.username == "operations"
+    assert hold.case.events.filter(type="legal_hold").count() == 1

@@ -70,7 +70,12 @@ def form_data(merchant, terminals, **overrides) -> dict:
 
 
 def stored_files(media_root) -> list:
-    return [p for p in media_root.rglob("*") if p.is_file()]
+    """The stored uploads (the rendered preview pages are not uploads)."""
+    return [
+        p
+        for p in media_root.rglob("*")
+        if p.is_file() and "previews" not in p.relative_to(media_root).parts
+    ]
 
 
 def code_from_mail(message) -> str:
@@ -137,6 +142,10 @@ def test_filing_then_verifying_puts_the_case_in_the_queue(
     ) == {t.serial_number for t in terminals}
     assert case.documents.count() == 4
     assert len(stored_files(media_root)) == 4
+    # each PDF was rendered to page images on upload, after the commit
+    for document in case.documents.filter(content_type="application/pdf"):
+        assert document.preview.status == "ready"
+        assert (media_root / document.preview.pages[0]).is_file()
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["contact@onfile.example.com"]
     assert case.reference in mail.outbox[0].subject

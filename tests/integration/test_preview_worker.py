@@ -1,0 +1,41 @@
+"""Document previews rendered by a real Celery worker over Redis, after commit."""
+
+import pytest
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from cases.models import DocumentPreview
+from cases.services import previews
+from tests import factories, filebuilders
+from tests.integration.harness import wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(120),
+]
+
+
+def test_a_worker_renders_the_pages_queued_after_commit(start_worker, media_root):
+    # given: a real worker; a three-page PDF stored
+    start_worker()
+    data = filebuilders.drawn_pdf_bytes(pages=3)
+    document = factories.DocumentFactory(size=len(data))
+    document.file.save("licence.pdf", ContentFile(data), save=True)
+
+    # when: the rendering is requested inside a transaction
+    with transaction.atomic():
+        previews.document_preview_request(document_id=document.pk)
+
+    # then: the worker rendered every page into the private storage
+    wait_for(
+        lambda: DocumentPreview.objects.filter(
+            document=document, status="ready"
+        ).exists(),
+        timeout=60,
+        what="preview ready",
+    )
+    preview = DocumentPreview.objects.get(document=document)
+    assert (preview.page_count, len(preview.pages)) == (3, 3)
+    for name in preview.pages:
+        assert (media_root / name).read_bytes().startswith(b"\x89PNG")
