@@ -27,6 +27,7 @@ from cases.models import (
     ExecutionStep,
     LegalHold,
 )
+from cases.services.execution import STEP_ORDER
 from cases.tokens import tracking_token_fields
 from terminals import identifiers
 from terminals.models import Binding, Merchant, Terminal, Transaction
@@ -630,6 +631,7 @@ def _chain_partly_unbound(now) -> int:
         ExecutionStep.Step.SETTLE: ExecutionStep.Status.DONE,
         ExecutionStep.Step.EXPORT: ExecutionStep.Status.DONE,
         ExecutionStep.Step.UNBIND: ExecutionStep.Status.FAILED,
+        ExecutionStep.Step.DEACTIVATE_SIM: ExecutionStep.Status.PENDING,
         ExecutionStep.Step.BIND_REPLACEMENT: ExecutionStep.Status.SKIPPED,
         ExecutionStep.Step.CLOSE_ACCOUNT: ExecutionStep.Status.SKIPPED,
         ExecutionStep.Step.NOTIFY: ExecutionStep.Status.PENDING,
@@ -646,7 +648,7 @@ def _chain_partly_unbound(now) -> int:
                 if status[step] != ExecutionStep.Status.PENDING
                 else None,
             )
-            for position, step in enumerate(ExecutionStep.Step.values, start=1)
+            for position, step in enumerate(STEP_ORDER, start=1)
         ]
     )
     return 1
