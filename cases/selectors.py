@@ -6,7 +6,16 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import (
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -21,6 +30,7 @@ from cases.models import (
     Document,
 )
 from cases.services.review import case_transitions_for_user
+from terminals.masking import mask_email, mask_phone
 from terminals.models import Binding, Merchant, Terminal, Transaction
 from terminals.validators import normalise_serial_number
 
@@ -324,3 +334,36 @@ def case_code_resend_wait_seconds(*, case: Case) -> int:
         case.code_sent_at + settings.CASE_VERIFICATION_RESEND_INTERVAL - timezone.now()
     )
     return max(0, int(left / timedelta(seconds=1)))
+
+
+@dataclass(frozen=True)
+class MerchantOverview:
+    """What a signed-in merchant sees on the merchant page."""
+
+    merchant: Merchant
+    bindings: list
+    cases: list
+    contact_phone_masked: str
+    contact_email_masked: str
+
+
+def merchant_overview(*, merchant: Merchant) -> MerchantOverview:
+    """The merchant's bindings (current first, then ended) and cases, newest first."""
+    bindings = list(
+        Binding.objects.filter(merchant=merchant)
+        .select_related("terminal")
+        .order_by(F("ended_at").desc(nulls_first=True), "-started_at", "pk")
+    )
+    cases = list(
+        Case.objects.filter(merchant=merchant)
+        .exclude(state=CaseState.PENDING_VERIFICATION)
+        .prefetch_related("case_terminals__terminal")
+        .order_by("-created_at", "-pk")
+    )
+    return MerchantOverview(
+        merchant=merchant,
+        bindings=bindings,
+        cases=cases,
+        contact_phone_masked=mask_phone(merchant.contact_phone or ""),
+        contact_email_masked=mask_email(merchant.contact_email or ""),
+    )
