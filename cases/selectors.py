@@ -25,6 +25,7 @@ from cases.models import (
     ASSIGNABLE_STATES,
     CLOSED_STATES,
     Case,
+    CaseEvent,
     CaseState,
     CaseTerminal,
     Document,
@@ -366,4 +367,32 @@ def merchant_overview(*, merchant: Merchant) -> MerchantOverview:
         cases=cases,
         contact_phone_masked=mask_phone(merchant.contact_phone or ""),
         contact_email_masked=mask_email(merchant.contact_email or ""),
+    )
+
+
+@dataclass(frozen=True)
+class CaseIdentity:
+    """How a case reached us and how the merchant's identity was checked."""
+
+    channel: str
+    channel_label: str
+    filed_by: str
+    checks: list  # CaseEvent rows of IDENTITY_CHECKED, oldest first
+    evidence: list  # Document rows of kind IDENTITY_CHECK
+
+
+def case_identity(*, case: Case) -> CaseIdentity:
+    """What the approver reads about the filing and the identity check of ``case``."""
+    return CaseIdentity(
+        channel=case.channel,
+        channel_label=str(case.get_channel_display()),
+        filed_by=case.filed_by.get_username() if case.filed_by_id else "",
+        checks=list(
+            CaseEvent.objects.filter(
+                case=case, type=CaseEvent.Type.IDENTITY_CHECKED
+            ).order_by("created_at", "pk")
+        ),
+        evidence=list(
+            Document.objects.filter(case=case, kind=Document.Kind.IDENTITY_CHECK)
+        ),
     )

@@ -1,5 +1,7 @@
 """The case page: fields, the staff transitions, assignment and fees."""
 
+from functools import partial
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -12,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from cases import roles
 from cases.actions import STAFF_ACTIONS
+from cases.admin import filing
 from cases.admin.common import (
     datetime_short,
     exception_message,
@@ -314,6 +317,17 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
+            # Phone-in, branch and agent filing (cases/admin/filing.py).
+            path(
+                "file/",
+                wrap(partial(filing.case_file_for_merchant_view, self)),
+                name="cases_case_file",
+            ),
+            path(
+                "<path:object_id>/identity/",
+                wrap(partial(filing.case_identity_view, self)),
+                name="cases_case_identity",
+            ),
             path(
                 "<path:object_id>/transition/<str:name>/",
                 wrap(self.transition_view),
