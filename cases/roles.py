@@ -39,8 +39,8 @@ def is_auditor(user) -> bool:
 
 
 def is_case_staff(user) -> bool:
-    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
-    return not is_auditor(user) and (
+    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor, not Agent)."""
+    return not is_auditor(user) and not is_agent(user) and (
         user_in_group(user, REVIEWER) or user_in_group(user, APPROVER)
     )
 

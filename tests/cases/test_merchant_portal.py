@@ -8,7 +8,7 @@ from http import HTTPStatus
 import pytest
 from django.core import mail
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from cases.models import CaseState, MerchantSignIn, Notification
 from cases.portal import SESSION_COOKIE
@@ -23,6 +23,13 @@ HOME = "/merchant/"
 
 def code_in(message) -> str:
     return re.search(r"(?<![\d-])(\d{6})(?!\d)", message.body).group(1)
+
+
+@pytest.fixture(autouse=True)
+def _english_after(settings):
+    """A request in Chinese leaves Chinese active in this thread; reset it after."""
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from http import HTTPStatus
 
 import pytest
 from django.core import mail
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
+from django.utils import translation
 
 from cases.models import (
     AgentMerchant,
@@ -15,10 +17,19 @@ from cases.models import (
     CaseState,
     Document,
 )
+from cases.services import review
+from cases.services.common import CaseActionError
 from tests import factories
 from tests.cases.test_intake import form_data, pdf
 
 FILE_URL = "/admin/cases/case/file/"
+
+
+@pytest.fixture(autouse=True)
+def _english_after(settings):
+    """A request in Chinese leaves Chinese active in this thread; reset it after."""
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 @pytest.fixture
@@ -208,3 +219,24 @@ def test_agent_page_in_chinese(hooks_client, pure_agent):
 
     # then
     assert "代为提交申请" in page
+
+
+def test_agent_in_reviewing_groups_still_cannot_assign_or_review_documents(
+    agent, approver
+):
+    """The outsourcing rule reaches past the transitions: assign, documents, fees."""
+    # given: an agent that was (wrongly) also made Reviewer, Approver, Operations
+    case = factories.CaseFactory(state=CaseState.IN_REVIEW, assigned_to=agent)
+    document = factories.DocumentFactory(case=case)
+
+    # when / then
+    with pytest.raises(PermissionDenied):
+        review.case_assign(case_id=case.pk, actor=agent, assignee=agent)
+    with pytest.raises(PermissionDenied):
+        review.document_review(
+            document_id=document.pk, actor=agent, decision="accept", note=""
+        )
+    with pytest.raises(CaseActionError):
+        review.case_assign(case_id=case.pk, actor=approver, assignee=agent)
+    document.refresh_from_db()
+    assert document.review_status == Document.ReviewStatus.PENDING
