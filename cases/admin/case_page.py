@@ -120,6 +120,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         AssigneeFilter,
         "close_account",
         ReplacementFilter,
+        "channel",
     )
     search_fields = ("reference",)  # handled by get_search_results
     search_help_text = _(
@@ -147,6 +148,8 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "close_account",
                     "replacement_terminal",
                     "language",
+                    "channel",
+                    "filed_by",
                 )
             },
         ),

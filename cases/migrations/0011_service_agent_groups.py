@@ -15,6 +15,9 @@ VIEW_ALL = [
     ("terminals", "view_binding"),
 ]
 
+# Everyone who reads the audit trail also reads the merchant sign-ins.
+SIGN_IN_READERS = ("Reviewer", "Approver", "Operations", "Auditor", "Service")
+
 GROUPS = {
     # Files cases for merchants in the admin; sees cases and the registry.
     "Service": VIEW_ALL,
@@ -40,6 +43,11 @@ def create_groups(apps, schema_editor):
                 for app, codename in codenames
             ]
         )
+    view_sign_ins = Permission.objects.get(
+        content_type__app_label="cases", codename="view_merchantsignin"
+    )
+    for group in Group.objects.filter(name__in=SIGN_IN_READERS):
+        group.permissions.add(view_sign_ins)
 
 
 def remove_groups(apps, schema_editor):

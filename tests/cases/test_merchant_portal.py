@@ -361,3 +361,24 @@ def test_merchant_page_in_chinese(hooks_client, shop):
     # then
     assert "商户登录" in page
     assert "退出登录" in home
+
+
+def test_sign_ins_are_in_the_audit_admin_read_only(hooks_client, shop, auditor):
+    # given
+    merchant, _terminal = shop
+    ask_code(hooks_client, merchant.merchant_id)
+    ask_code(type(hooks_client)(), "999999999999999")
+    hooks_client.force_login(auditor)
+
+    # when
+    listing = hooks_client.get("/admin/cases/merchantsignin/")
+    row = MerchantSignIn.objects.get(merchant=merchant)
+    detail = hooks_client.get(f"/admin/cases/merchantsignin/{row.pk}/change/")
+
+    # then
+    assert listing.status_code == HTTPStatus.OK
+    html = listing.content.decode()
+    assert merchant.merchant_id in html
+    assert "999999999999999" in html
+    assert row.code_hash not in detail.content.decode()
+    assert b'name="_save"' not in detail.content
