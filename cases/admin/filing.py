@@ -42,6 +42,13 @@ class StaffFilingForm(CaseFilingForm):
         super().__init__(*args, **kwargs)
         self.user = user
         self.helper.form_tag = False
+        # Staff fill it in for the applicant: the labels say whose data it is.
+        self.fields["applicant_name"].label = gettext_lazy("Applicant's name")
+        self.fields["applicant_phone"].label = gettext_lazy("Applicant's mobile")
+        self.fields["applicant_email"].label = gettext_lazy("Applicant's e-mail")
+        self.fields["applicant_is_legal_rep"].label = gettext_lazy(
+            "The applicant is the legal representative"
+        )
         self.fields["declaration"].label = gettext_lazy(
             "The merchant declared that the information and documents are true "
             "and that the applicant is authorised to make this request."
