@@ -40,8 +40,10 @@ def is_auditor(user) -> bool:
 
 def is_case_staff(user) -> bool:
     """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor, not Agent)."""
-    return not is_auditor(user) and not is_agent(user) and (
-        user_in_group(user, REVIEWER) or user_in_group(user, APPROVER)
+    return (
+        not is_auditor(user)
+        and not is_agent(user)
+        and (user_in_group(user, REVIEWER) or user_in_group(user, APPROVER))
     )
 
 

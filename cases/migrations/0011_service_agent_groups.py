@@ -15,7 +15,8 @@ VIEW_ALL = [
     ("terminals", "view_binding"),
 ]
 
-# Everyone who reads the audit trail also reads the merchant sign-ins.
+# Everyone who reads the audit trail also reads the merchant sign-ins and
+# which merchants each agent collects for.
 SIGN_IN_READERS = ("Reviewer", "Approver", "Operations", "Auditor", "Service")
 
 GROUPS = {
@@ -43,11 +44,12 @@ def create_groups(apps, schema_editor):
                 for app, codename in codenames
             ]
         )
-    view_sign_ins = Permission.objects.get(
-        content_type__app_label="cases", codename="view_merchantsignin"
+    readable = Permission.objects.filter(
+        content_type__app_label="cases",
+        codename__in=("view_merchantsignin", "view_agentmerchant"),
     )
     for group in Group.objects.filter(name__in=SIGN_IN_READERS):
-        group.permissions.add(view_sign_ins)
+        group.permissions.add(*readable)
 
 
 def remove_groups(apps, schema_editor):
