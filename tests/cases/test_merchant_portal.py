@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import timedelta
+from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
@@ -382,3 +383,29 @@ def test_sign_ins_are_in_the_audit_admin_read_only(hooks_client, shop, auditor):
     assert "999999999999999" in html
     assert row.code_hash not in detail.content.decode()
     assert b'name="_save"' not in detail.content
+
+
+def test_merchant_page_shows_each_cases_final_statement(hooks_client, shop):
+    # given: a case with stated fees (a line of the final statement)
+    merchant, terminal = shop
+    case = factories.CaseFactory(
+        merchant=merchant, state=CaseState.IN_REVIEW, terminals=[terminal]
+    )
+    type(case).objects.filter(pk=case.pk).update(fees_amount=Decimal("120.00"))
+    sign_in(hooks_client, merchant)
+
+    # when
+    page = hooks_client.get(HOME).content.decode()
+
+    # then
+    assert 'id="statement"' in page
+    assert 'data-line="fees"' in page
+    assert "120.00" in page
+    # and an unverified request (not the merchant's yet) is not listed
+    pending = factories.CaseFactory(
+        merchant=merchant, state=CaseState.PENDING_VERIFICATION
+    )
+    assert (
+        f'data-case="{pending.reference}"'
+        not in hooks_client.get(HOME).content.decode()
+    )
