@@ -146,7 +146,7 @@ def merchant_code_view(request: HttpRequest) -> HttpResponse:
                 SESSION_COOKIE,
                 signing.dumps({"id": sign_in_id, "secret": secret}, salt=SESSION_SALT),
                 # The server ends it sooner when idle (MERCHANT_SESSION_IDLE).
-                12 * 3600,
+                int(settings.MERCHANT_SESSION_MAX_AGE.total_seconds()),
             )
             return response
         if result == merchant_portal.EXPIRED:

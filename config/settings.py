@@ -246,6 +246,10 @@ MERCHANT_SIGN_IN_MAX_ATTEMPTS = env.int("MERCHANT_SIGN_IN_MAX_ATTEMPTS", default
 MERCHANT_SESSION_IDLE = timedelta(
     minutes=env.int("MERCHANT_SESSION_IDLE_MINUTES", default=15)
 )
+# However active, a merchant signs in again after this long.
+MERCHANT_SESSION_MAX_AGE = timedelta(
+    hours=env.int("MERCHANT_SESSION_MAX_AGE_HOURS", default=8)
+)
 CASE_PENDING_VERIFICATION_EXPIRY = timedelta(
     hours=env.int("CASE_PENDING_VERIFICATION_EXPIRY_HOURS", default=48)
 )

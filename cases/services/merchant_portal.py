@@ -217,7 +217,9 @@ def merchant_session_resume(*, sign_in_id: int, secret: str) -> Merchant | None:
     now = _now()
     if (
         sign_in.last_seen_at is None
+        or sign_in.signed_in_at is None
         or now - sign_in.last_seen_at > settings.MERCHANT_SESSION_IDLE
+        or now - sign_in.signed_in_at > settings.MERCHANT_SESSION_MAX_AGE
     ):
         return None
     if now - sign_in.last_seen_at > TOUCH_EVERY:

@@ -409,3 +409,24 @@ def test_merchant_page_shows_each_cases_final_statement(hooks_client, shop):
         f'data-case="{pending.reference}"'
         not in hooks_client.get(HOME).content.decode()
     )
+
+
+def test_active_session_still_ends_after_its_maximum_age(
+    hooks_client, shop, monkeypatch, settings
+):
+    # given: a merchant who keeps using the page every ten minutes
+    settings.MERCHANT_SESSION_MAX_AGE = timedelta(hours=8)
+    merchant, _terminal = shop
+    sign_in(hooks_client, merchant)
+    start = timezone.now()
+    for minutes in range(10, 8 * 60, 10):
+        moment = start + timedelta(minutes=minutes)
+        monkeypatch.setattr(merchant_portal, "_now", lambda moment=moment: moment)
+        assert hooks_client.get(HOME).status_code == HTTPStatus.OK
+
+    # when: eight hours have passed
+    later = start + timedelta(hours=8, minutes=5)
+    monkeypatch.setattr(merchant_portal, "_now", lambda: later)
+
+    # then
+    assert hooks_client.get(HOME)["Location"] == LOGIN
