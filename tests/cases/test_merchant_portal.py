@@ -430,3 +430,11 @@ def test_active_session_still_ends_after_its_maximum_age(
 
     # then
     assert hooks_client.get(HOME)["Location"] == LOGIN
+
+
+def test_home_page_links_to_the_merchant_page(client):
+    # when
+    page = client.get("/").content.decode()
+
+    # then
+    assert 'href="/merchant/login/"' in page
