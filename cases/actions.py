@@ -65,7 +65,12 @@ class StaffAction:
     shows_steps: bool = False
 
     def permits(self, case, user) -> bool:
-        """Tell whether ``user``'s role allows this action on ``case`` (the fsm permission)."""
+        """Tell whether ``user``'s role allows this action on ``case`` (the fsm permission).
+
+        An agent (代理商) is refused every action, whatever its other groups.
+        """
+        if roles.is_agent(user):
+            return False
         if self.not_by_recommender and case.recommended_by_id == user.pk:
             return False
         return any(roles.user_in_group(user, group) for group in self.groups)

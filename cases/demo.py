@@ -18,6 +18,7 @@ from pypdf import PdfWriter
 
 from cases import events, roles
 from cases.models import (
+    AgentMerchant,
     Case,
     CaseState,
     CaseTerminal,
@@ -41,7 +42,11 @@ STAFF = [
     ("approver", roles.APPROVER, "李审批"),
     ("operations", roles.OPERATIONS, "陈运维"),
     ("auditor", roles.AUDITOR, "周审计"),
+    ("service", roles.SERVICE, "吴客服"),
+    ("agent", roles.AGENT, "郑代理"),
 ]
+# The agent (代理商) collects requests for these merchants (MERCHANTS, 1-based).
+AGENT_MERCHANTS = (5, 6)
 
 MERCHANTS = [
     ("北京朝阳便利店有限公司", "张伟", "magstripe"),
@@ -408,7 +413,15 @@ def _merchants_as_they_come(now) -> tuple[Merchant, Merchant]:
 
 
 def _case_for(
-    merchant: Merchant, *, salt: str, state: str, reason: str, now, fees=None
+    merchant: Merchant,
+    *,
+    salt: str,
+    state: str,
+    reason: str,
+    now,
+    fees=None,
+    channel: str = "web",
+    filed_by=None,
 ) -> int:
     """File a demo case for every free terminal of ``merchant``; 1 if created."""
     if Case.objects.filter(token_salt=salt).exists():
@@ -435,6 +448,8 @@ def _case_for(
         language="zh-hans",
         fees_statement="年服务费按剩余月份折算" if fees is not None else "",
         fees_amount=fees,
+        channel=channel,
+        filed_by=filed_by,
     )
     case.__dict__["state"] = state  # demo data is placed directly in its state
     case.save()
@@ -467,6 +482,8 @@ def _case_for(
             reviewed_at=now if accepted else None,
         )
     events.demo_case_placed_events(case=case, from_state=CaseState.PENDING_VERIFICATION)
+    if filed_by is not None:
+        _identity_checked_offline(case, staff=filed_by)
     return 1
 
 
@@ -524,6 +541,36 @@ def _device_returns(now) -> None:
                 )
 
 
+def _identity_checked_offline(case: Case, *, staff) -> None:
+    """The evidence and audit entry of an identity check done at the branch."""
+    content = _pdf_bytes("identity_check")
+    document = Document.objects.create(
+        case=case,
+        kind=Document.Kind.IDENTITY_CHECK,
+        file=ContentFile(content, name="identity_check.pdf"),
+        original_name="身份证原件核验记录.pdf",
+        size=len(content),
+        sha256="",
+        content_type="application/pdf",
+    )
+    events.identity_checked_event(
+        case=case,
+        actor=staff,
+        note="网点查验法人身份证原件，与照片一致；回拨备案手机号确认。",
+        document_ids=[document.pk],
+    )
+
+
+def _agents() -> None:
+    """Link the demo agent to its merchants."""
+    agent = get_user_model().objects.get(username="agent")
+    for number in AGENT_MERCHANTS:
+        merchant = Merchant.objects.get(
+            merchant_id=identifiers.make_merchant_id(number)
+        )
+        AgentMerchant.objects.get_or_create(agent=agent, merchant=merchant)
+
+
 @transaction.atomic
 def demo_seed() -> DemoResult:
     """Create (or find) the demo registry, staff and cases."""
@@ -552,6 +599,17 @@ def demo_seed() -> DemoResult:
     cases += _chain_partly_unbound(now)
     _device_returns(now)
     _records(now)
+    # A branch request filed by Service staff, identity checked offline.
+    _agents()
+    cases += _case_for(
+        merchants[6],
+        salt="branch" + "0" * 26,
+        state=CaseState.SUBMITTED,
+        reason="business_change",
+        now=now,
+        channel="branch",
+        filed_by=get_user_model().objects.get(username="service"),
+    )
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),

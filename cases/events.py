@@ -66,16 +66,24 @@ def case_filed_event(
     documents: int,
     reason: str,
     client_ip: str | None = None,
+    channel: str = "web",
+    filed_by=None,
 ) -> CaseEvent:
-    """Record that the merchant filed ``case`` with these terminals and documents."""
+    """Record that ``case`` was filed with these terminals and documents.
+
+    By the merchant, or by ``filed_by`` (staff, an agent) for the merchant.
+    """
+    payload = {"terminals": terminals, "documents": documents, "reason": reason}
+    if channel != "web":
+        payload["channel"] = channel
     return _event_insert(
         case=case,
         type=CaseEvent.Type.FILED,
-        actor="merchant",
+        actor=filed_by or "merchant",
         client_ip=client_ip,
         visible_to_merchant=True,
         to_state=case.state,
-        payload={"terminals": terminals, "documents": documents, "reason": reason},
+        payload=payload,
     )
 
 
@@ -398,4 +406,23 @@ def legal_hold_event(*, case: Case, actor, hold, placed: bool) -> CaseEvent:
             "on": "case" if hold.case_id else "merchant",
             "action": "placed" if placed else "released",
         },
+    )
+
+
+def identity_checked_event(
+    *,
+    case: Case,
+    actor,
+    note: str,
+    document_ids: list[int],
+    client_ip: str | None = None,
+) -> CaseEvent:
+    """Record that ``actor`` checked the merchant's identity offline, with evidence."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.IDENTITY_CHECKED,
+        actor=actor,
+        note=note,
+        client_ip=client_ip,
+        payload={"documents": document_ids},
     )

@@ -84,6 +84,16 @@ ASSIGNABLE_STATES = [
 ]
 
 
+class CaseChannel(models.TextChoices):
+    """How a request reached us."""
+
+    WEB = "web", _("Web (the merchant)")
+    PHONE = "phone", _("Phone")
+    BRANCH = "branch", _("Branch")
+    AGENT = "agent", _("Agent (代理商)")
+    API = "api", _("API")
+
+
 class Reason(models.TextChoices):
     BUSINESS_CHANGE = "business_change", _("Business change (业务调整)")
     DEVICE_REPLACEMENT = "device_replacement", _("Device replacement (设备更换)")
@@ -235,6 +245,19 @@ class Case(models.Model):
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
     execution_queued_at = models.DateTimeField(
         _("execution queued at"), null=True, blank=True
+    )
+    # How the request reached us, and the staff member who filed it for the
+    # merchant (phone, branch, agent); None for the merchant's own filing.
+    channel = models.CharField(
+        _("channel"), max_length=16, choices=CaseChannel.choices, default="web"
+    )
+    filed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("filed by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
 
     objects = CaseQuerySet.as_manager()
@@ -608,6 +631,8 @@ class Document(models.Model):
         DATA_EXPORT = "data_export", _("Transaction history export")
         # A lost or stolen device is not returned: the police report replaces it.
         POLICE_REPORT = "police_report", _("Police report (报案证明)")
+        # Staff's evidence of an identity check done offline (phone, branch).
+        IDENTITY_CHECK = "identity_check", _("Offline identity check evidence")
 
     class ReviewStatus(models.TextChoices):
         PENDING = "pending", _("Not reviewed")
@@ -678,6 +703,7 @@ class CaseEvent(models.Model):
         DEVICE_RECEIVED = "device_received", _("Device received")
         DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
         LEGAL_HOLD = "legal_hold", _("Legal hold")
+        IDENTITY_CHECKED = "identity_checked", _("Identity checked offline")
 
     class Actor(models.TextChoices):
         MERCHANT = "merchant", _("Merchant")
@@ -738,6 +764,7 @@ class Notification(models.Model):
         ABANDONED = "abandoned", _("Abandoned")
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
         DEVICE_RETURN_REMINDER = "device_return_reminder", _("Device return reminder")
+        SIGN_IN_CODE = "sign_in_code", _("Merchant sign-in code")
 
     class Channel(models.TextChoices):
         EMAIL = "email", _("E-mail")
@@ -1157,3 +1184,91 @@ class ReportExport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class MerchantSignIn(models.Model):
+    """One sign-in of a merchant on the merchant page: the code, its checks, the session.
+
+    Append-mostly audit of the portal: every request for a code writes a row,
+    also for a merchant number we do not know (``merchant`` None, no code),
+    so sign-ins are traced like the code checks of a case. The code and the
+    session secret are stored hashed (``cases.tokens.hash_secret``).
+    """
+
+    class Status(models.TextChoices):
+        REFUSED = "refused", _("No code sent")
+        CODE_SENT = "code_sent", _("Code sent")
+        SIGNED_IN = "signed_in", _("Signed in")
+        LOCKED = "locked", _("Too many wrong codes")
+        SIGNED_OUT = "signed_out", _("Signed out")
+
+    class Channel(models.TextChoices):
+        SMS = "sms", _("Mobile on file")
+        EMAIL = "email", _("E-mail on file")
+
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="sign_ins",
+    )
+    merchant_number = models.CharField(_("merchant number typed"), max_length=20)
+    channel = models.CharField(_("channel"), max_length=8, choices=Channel.choices)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.REFUSED
+    )
+    refused_because = models.CharField(_("refused because"), max_length=32, blank=True)
+    code_hash = models.CharField(max_length=64, blank=True)
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+    code_attempts = models.PositiveSmallIntegerField(_("wrong codes"), default=0)
+    session_hash = models.CharField(max_length=64, blank=True)
+    signed_in_at = models.DateTimeField(_("signed in at"), null=True, blank=True)
+    last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
+    signed_out_at = models.DateTimeField(_("signed out at"), null=True, blank=True)
+    client_ip = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("merchant sign-in")
+        verbose_name_plural = _("merchant sign-ins")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["merchant", "created_at"], name="signin_merchant_created"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_number} {self.get_status_display()}"
+
+
+class AgentMerchant(models.Model):
+    """An agent (代理商) collects requests for this merchant; managed in admin."""
+
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("agent"),
+        on_delete=models.CASCADE,
+        related_name="agent_merchants",
+    )
+    merchant = models.ForeignKey(
+        Merchant,
+        verbose_name=_("merchant"),
+        on_delete=models.CASCADE,
+        related_name="agents",
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("agent's merchant")
+        verbose_name_plural = _("agents' merchants")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "merchant"], name="agent_merchant_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} → {self.merchant}"

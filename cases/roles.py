@@ -4,6 +4,10 @@ REVIEWER = "Reviewer"
 APPROVER = "Approver"
 OPERATIONS = "Operations"
 AUDITOR = "Auditor"
+# Files cases for merchants who phone in or come to a branch (cases/admin/filing.py).
+SERVICE = "Service"
+# An agent (代理商) files cases for its own merchants only; never reviews or approves.
+AGENT = "Agent"
 
 ALL = (REVIEWER, APPROVER, OPERATIONS, AUDITOR)
 
@@ -35,7 +39,28 @@ def is_auditor(user) -> bool:
 
 
 def is_case_staff(user) -> bool:
-    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor)."""
+    """Tell whether ``user`` may work on cases (Reviewer or Approver, not Auditor, not Agent)."""
+    return (
+        not is_auditor(user)
+        and not is_agent(user)
+        and (user_in_group(user, REVIEWER) or user_in_group(user, APPROVER))
+    )
+
+
+def is_agent(user) -> bool:
+    """Tell whether ``user`` is a member of the Agent group (real membership).
+
+    An agent is refused every staff action on a case, whatever other groups
+    it is in (the outsourcing rule of docs/review.md). Superusers are not
+    agents.
+    """
+    if user is None or user.is_superuser:
+        return False
+    return user_in_group(user, AGENT)
+
+
+def may_file_for_merchants(user) -> bool:
+    """Tell whether ``user`` may file a case for a merchant in the admin."""
     return not is_auditor(user) and (
-        user_in_group(user, REVIEWER) or user_in_group(user, APPROVER)
+        user_in_group(user, SERVICE) or user_in_group(user, AGENT)
     )

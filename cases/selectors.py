@@ -6,7 +6,16 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import (
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -16,12 +25,14 @@ from cases.models import (
     ASSIGNABLE_STATES,
     CLOSED_STATES,
     Case,
+    CaseEvent,
     CaseState,
     CaseTerminal,
     DeviceReturn,
     Document,
 )
 from cases.services.review import case_transitions_for_user
+from terminals.masking import mask_email, mask_phone
 from terminals.models import Binding, Merchant, Terminal, Transaction
 from terminals.validators import normalise_serial_number
 
@@ -339,3 +350,64 @@ def device_returns_for_case(*, case: Case) -> list[DeviceReturn]:
 def device_return_of_case(*, case: Case, return_id: int) -> DeviceReturn | None:
     """The return ``return_id`` if it belongs to ``case``, else None."""
     return DeviceReturn.objects.filter(case=case, pk=return_id).first()
+
+
+@dataclass(frozen=True)
+class MerchantOverview:
+    """What a signed-in merchant sees on the merchant page."""
+
+    merchant: Merchant
+    bindings: list
+    cases: list
+    contact_phone_masked: str
+    contact_email_masked: str
+
+
+def merchant_overview(*, merchant: Merchant) -> MerchantOverview:
+    """The merchant's bindings (current first, then ended) and cases, newest first."""
+    bindings = list(
+        Binding.objects.filter(merchant=merchant)
+        .select_related("terminal")
+        .order_by(F("ended_at").desc(nulls_first=True), "-started_at", "pk")
+    )
+    cases = list(
+        Case.objects.filter(merchant=merchant)
+        .exclude(state=CaseState.PENDING_VERIFICATION)
+        .prefetch_related("case_terminals__terminal")
+        .order_by("-created_at", "-pk")
+    )
+    return MerchantOverview(
+        merchant=merchant,
+        bindings=bindings,
+        cases=cases,
+        contact_phone_masked=mask_phone(merchant.contact_phone or ""),
+        contact_email_masked=mask_email(merchant.contact_email or ""),
+    )
+
+
+@dataclass(frozen=True)
+class CaseIdentity:
+    """How a case reached us and how the merchant's identity was checked."""
+
+    channel: str
+    channel_label: str
+    filed_by: str
+    checks: list  # CaseEvent rows of IDENTITY_CHECKED, oldest first
+    evidence: list  # Document rows of kind IDENTITY_CHECK
+
+
+def case_identity(*, case: Case) -> CaseIdentity:
+    """What the approver reads about the filing and the identity check of ``case``."""
+    return CaseIdentity(
+        channel=case.channel,
+        channel_label=str(case.get_channel_display()),
+        filed_by=case.filed_by.get_username() if case.filed_by_id else "",
+        checks=list(
+            CaseEvent.objects.filter(
+                case=case, type=CaseEvent.Type.IDENTITY_CHECKED
+            ).order_by("created_at", "pk")
+        ),
+        evidence=list(
+            Document.objects.filter(case=case, kind=Document.Kind.IDENTITY_CHECK)
+        ),
+    )

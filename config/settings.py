@@ -243,6 +243,19 @@ VERIFICATION_MAX_FAILURES_PER_MERCHANT_PER_DAY = env.int(
 CASE_VERIFICATION_RESEND_INTERVAL = timedelta(
     seconds=env.int("CASE_VERIFICATION_RESEND_SECONDS", default=60)
 )
+# The merchant page (/merchant/): sign-in code validity, wrong codes allowed
+# per code, and how long a signed-in merchant may stay idle.
+MERCHANT_SIGN_IN_CODE_TTL = timedelta(
+    minutes=env.int("MERCHANT_SIGN_IN_CODE_TTL_MINUTES", default=10)
+)
+MERCHANT_SIGN_IN_MAX_ATTEMPTS = env.int("MERCHANT_SIGN_IN_MAX_ATTEMPTS", default=5)
+MERCHANT_SESSION_IDLE = timedelta(
+    minutes=env.int("MERCHANT_SESSION_IDLE_MINUTES", default=15)
+)
+# However active, a merchant signs in again after this long.
+MERCHANT_SESSION_MAX_AGE = timedelta(
+    hours=env.int("MERCHANT_SESSION_MAX_AGE_HOURS", default=8)
+)
 CASE_PENDING_VERIFICATION_EXPIRY = timedelta(
     hours=env.int("CASE_PENDING_VERIFICATION_EXPIRY_HOURS", default=48)
 )
@@ -300,6 +313,8 @@ THROTTLE_RATES = {
     "verify": env("THROTTLE_VERIFY", default="20/60"),
     "resend": env("THROTTLE_RESEND", default="5/600"),
     "tracking": env("THROTTLE_TRACKING", default="60/60"),
+    "merchant_sign_in": env("THROTTLE_MERCHANT_SIGN_IN", default="5/600"),
+    "merchant_code": env("THROTTLE_MERCHANT_CODE", default="20/600"),
 }
 THROTTLE_ENABLED = env.bool("THROTTLE_ENABLED", default=True)
 # /healthz/ reuses its probe result this long (per process), so a burst of

@@ -9,6 +9,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("terminals/", include("terminals.urls")),
     path("requests/", include("cases.urls")),
+    path("merchant/", include("cases.portal_urls")),
     path("api/core/", include("cases.connectors.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),

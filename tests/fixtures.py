@@ -19,9 +19,19 @@ def bound_terminal(merchant):
     return factories.BindingFactory(merchant=merchant).terminal
 
 
+# The data migrations that create the staff groups, in order.
+STAFF_GROUP_MIGRATIONS = (
+    "cases.migrations.0002_staff_groups",
+    "cases.migrations.0017_service_agent_groups",
+)
+STAFF_GROUP_NAMES = (*roles.ALL, roles.SERVICE, roles.AGENT)
+
+
 def ensure_staff_groups() -> None:
-    """Recreate the contract's groups if a transactional test flushed them."""
-    if Group.objects.filter(name__in=roles.ALL).count() == len(roles.ALL):
+    """Recreate the staff groups if a transactional test flushed them."""
+    if Group.objects.filter(name__in=STAFF_GROUP_NAMES).count() == len(
+        STAFF_GROUP_NAMES
+    ):
         return
     from django.apps import apps
     from django.contrib.auth.management import create_permissions
@@ -29,8 +39,10 @@ def ensure_staff_groups() -> None:
 
     for app_config in apps.get_app_configs():
         create_permissions(app_config, verbosity=0)
-    migration = importlib.import_module("cases.migrations.0002_staff_groups")
-    for name, codenames in migration.GROUPS.items():
+    groups = {}
+    for module in STAFF_GROUP_MIGRATIONS:
+        groups.update(importlib.import_module(module).GROUPS)
+    for name, codenames in groups.items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(
             [
@@ -88,6 +100,33 @@ def operations(db):
 @pytest.fixture
 def auditor(db):
     return _staff("auditor", roles.AUDITOR)
+
+
+@pytest.fixture
+def service(db):
+    """Files cases for merchants who phone in or come to a branch."""
+    return _staff("service", roles.SERVICE)
+
+
+@pytest.fixture
+def agent(db):
+    """An agent (代理商) that was also put in every reviewing group by mistake.
+
+    The outsourcing rule holds whatever other groups an agent is in.
+    """
+    user = _staff("agent", roles.AGENT)
+    user.groups.add(
+        *Group.objects.filter(
+            name__in=(roles.REVIEWER, roles.APPROVER, roles.OPERATIONS)
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def pure_agent(db):
+    """An agent in the Agent group only."""
+    return _staff("pure_agent", roles.AGENT)
 
 
 @pytest.fixture

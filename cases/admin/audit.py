@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from cases.admin.common import CaseReferenceSearchMixin, state_label
 from cases.admin.queue import EstimatedCountPaginator
-from cases.models import CaseEvent
+from cases.models import CaseEvent, MerchantSignIn
 from config.admin_site import ReadOnlyAdminMixin
 
 
@@ -54,3 +54,28 @@ class CaseEventAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAd
         "created_at",
     )
     fields = readonly_fields
+
+
+@admin.register(MerchantSignIn)
+class MerchantSignInAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The merchant page's sign-ins: every code asked for, checked, used; read-only."""
+
+    list_display = (
+        "created_at",
+        "merchant_number",
+        "merchant",
+        "channel",
+        "status",
+        "refused_because",
+        "code_attempts",
+        "client_ip",
+        "signed_in_at",
+        "signed_out_at",
+    )
+    list_filter = ("status", "channel", "refused_because")
+    list_select_related = ("merchant",)
+    search_fields = ("=merchant_number",)
+    exclude = ("code_hash", "session_hash")
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-created_at", "-pk")

@@ -1,6 +1,7 @@
 """The case page: fields, the staff transitions, assignment and fees."""
 
 import re
+from functools import partial
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from cases import roles
 from cases.actions import STAFF_ACTIONS
+from cases.admin import filing
 from cases.admin.common import (
     exception_message,
     refused_response,
@@ -119,6 +121,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         AssigneeFilter,
         "close_account",
         ReplacementFilter,
+        "channel",
     )
     search_fields = ("reference",)  # handled by get_search_results
     search_help_text = _(
@@ -146,6 +149,8 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "close_account",
                     "replacement_terminal",
                     "language",
+                    "channel",
+                    "filed_by",
                 )
             },
         ),
@@ -330,6 +335,17 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
+            # Phone-in, branch and agent filing (cases/admin/filing.py).
+            path(
+                "file/",
+                wrap(partial(filing.case_file_for_merchant_view, self)),
+                name="cases_case_file",
+            ),
+            path(
+                "<path:object_id>/identity/",
+                wrap(partial(filing.case_identity_view, self)),
+                name="cases_case_identity",
+            ),
             path(
                 "<path:object_id>/transition/<str:name>/",
                 wrap(self.transition_view),

@@ -6,6 +6,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -105,6 +106,9 @@ class CaseFiling:
     client_ip: str | None = None
     submission_key: str = ""
     uploads: list[tuple[str, CleanUpload]] = field(default_factory=list)
+    # How it reached us; a staff member filing for the merchant (phone, branch, agent).
+    channel: str = "web"
+    filed_by: Any = None
 
 
 def _same_uscc(merchant: Merchant, uscc: str) -> bool:
@@ -416,6 +420,8 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
         replacement_terminal=filing.replacement_terminal,
         language=filing.language,
         client_ip=filing.client_ip,
+        channel=filing.channel,
+        filed_by=filing.filed_by,
     )
     case.save()
     case.reference = f"UB-{timezone.localtime(now):%Y}-{case.pk:06d}"
@@ -455,6 +461,8 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
         documents=len(documents),
         reason=filing.reason,
         client_ip=filing.client_ip,
+        channel=filing.channel,
+        filed_by=filing.filed_by,
     )
     events.code_sent_event(case=case)
     _queue_code(case, code, sequence=1)

@@ -94,6 +94,10 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
                 "address and the form for the tracking number are on your "
                 "request's page."
             ),
+            Kind.SIGN_IN_CODE: gettext(
+                "Your merchant page sign-in code is %(code)s, valid for "
+                "%(minutes)s minutes. Never share it."
+            ),
         }
         return texts[kind] % params
 
@@ -127,7 +131,7 @@ def sms_message(notification: Notification) -> SmsMessage:
     """Build the SMS of an outbox row (its template parameters and its text)."""
     context = notification.context
     params = {"reference": notification.case.reference if notification.case else ""}
-    if notification.kind == Kind.VERIFICATION_CODE:
+    if notification.kind in (Kind.VERIFICATION_CODE, Kind.SIGN_IN_CODE):
         params.update(code=context.get("code", ""), minutes=context.get("ttl_minutes"))
     return SmsMessage(
         notification_id=notification.pk,

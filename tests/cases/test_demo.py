@@ -8,7 +8,16 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from cases.models import Case, CaseState, Document, DocumentPreview, LegalHold
+from cases.models import (
+    AgentMerchant,
+    Case,
+    CaseChannel,
+    CaseEvent,
+    CaseState,
+    Document,
+    DocumentPreview,
+    LegalHold,
+)
 from terminals.models import Merchant, Terminal
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +95,25 @@ def test_seed_demo_shows_previews_and_a_legal_hold():
     assert hold.case.state == CaseState.COMPLETED
     assert hold.placed_by.username == "operations"
     assert hold.case.events.filter(type="legal_hold").count() == 1
+
+
+def test_seed_demo_has_service_and_agent_logins_and_a_branch_case():
+    # when
+    out = StringIO()
+    call_command("seed_demo", stdout=out, stderr=StringIO())
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then: the logins are printed
+    printed = out.getvalue()
+    assert "service" in printed
+    assert "Service" in printed
+    assert "Agent" in printed
+    assert "/merchant/" in printed
+    # the agent collects for its own merchants only
+    assert AgentMerchant.objects.filter(agent__username="agent").count() == 2
+    # a branch request, identity checked offline by Service, in the queue
+    branch = Case.objects.get(channel=CaseChannel.BRANCH)
+    assert branch.state == CaseState.SUBMITTED
+    assert branch.filed_by.username == "service"
+    assert branch.documents.filter(kind=Document.Kind.IDENTITY_CHECK).count() == 1
+    assert branch.events.filter(type=CaseEvent.Type.IDENTITY_CHECKED).count() == 1

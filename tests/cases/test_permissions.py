@@ -17,7 +17,15 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("reviewer", "second_reviewer", "approver", "operations", "auditor")
+ROLES = (
+    "reviewer",
+    "second_reviewer",
+    "approver",
+    "operations",
+    "auditor",
+    "service",
+    "agent",
+)
 # Every staff action of the table; the expected outcome below is written out
 # independently of it.
 TRANSITIONS = tuple(STAFF_ACTIONS)
@@ -40,7 +48,11 @@ def expected_allowed(role: str, state: str, name: str) -> bool:
     The case is assigned to ``reviewer``, who also recommended it when it is
     awaiting approval; for ``recommend`` every required document is accepted.
     """
-    if role == "auditor":
+    if role in ("auditor", "service"):
+        return False
+    if role == "agent":
+        # Outsourcing rule: an agent (代理商), even one given every reviewing
+        # group, is refused every staff action (docs/review.md).
         return False
     if name == "start_review":
         # Assigned (back from the merchant): its reviewer picks it up again.

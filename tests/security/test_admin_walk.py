@@ -22,12 +22,14 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from cases import roles
 from cases.actions import STAFF_ACTIONS
 from cases.models import (
+    AgentMerchant,
     Case,
     CaseEvent,
     CaseState,
     DeviceReturn,
     ExecutionStep,
     LegalHold,
+    MerchantSignIn,
     Notification,
     ReportExport,
 )
@@ -113,6 +115,12 @@ def _sample_data() -> dict:
         username="someone", ip_address="203.0.113.7", user_agent="x",
         path_info="/admin/login/", attempt_time=timezone.now(),
     )  # fmt: skip
+    MerchantSignIn.objects.create(
+        merchant=case.merchant, merchant_number=case.merchant.merchant_id, channel="sms"
+    )
+    AgentMerchant.objects.create(
+        agent=make_staff("walk-agent", roles.AGENT), merchant=case.merchant
+    )
     return {"cases": cases}
 
 

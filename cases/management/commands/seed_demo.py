@@ -45,3 +45,10 @@ class Command(BaseCommand):
             "Micro-merchant (no USCC, no licence): merchant number 898000000000009, "
             "legal representative 马强. Chain of 300 terminals: 898000000000010."
         )
+        self.stdout.write(
+            f"Merchant page: http://127.0.0.1:{options['port']}/merchant/ with "
+            "merchant number 898000000000001; the sign-in code is in the e-mail "
+            "(console) or SMS (console log). Service files phone-in and branch "
+            "requests (admin home, “File a request for a merchant”); agent files "
+            "for merchants 898000000000005 and 898000000000006 only."
+        )
