@@ -60,6 +60,8 @@ class StaffAction:
     notifies: str = ""
     # Approval and retry hand the case to the background execution.
     starts_execution: bool = False
+    # Store the case's final statement as a new frozen version (approval).
+    freezes_statement: bool = False
 
     def permits(self, case, user) -> bool:
         """Tell whether ``user``'s role allows this action on ``case`` (the fsm permission)."""
@@ -151,6 +153,7 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
                 "execution_queued_at": now,
             },
             starts_execution=True,
+            freezes_statement=True,
         ),
         StaffAction(
             name="reject",

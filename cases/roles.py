@@ -4,6 +4,8 @@ REVIEWER = "Reviewer"
 APPROVER = "Approver"
 OPERATIONS = "Operations"
 AUDITOR = "Auditor"
+# Not in the public contract: pays the finance items of completed cases.
+FINANCE = "Finance"
 
 ALL = (REVIEWER, APPROVER, OPERATIONS, AUDITOR)
 

@@ -179,6 +179,8 @@ class Statement:
     by_merchant: Decimal = ZERO
     # Fees stated in words only, without an amount: shown, not counted.
     notes: tuple[str, ...] = field(default=())
+    # Set on a statement read back from its frozen version (CaseStatement).
+    version: int | None = None
 
     @property
     def net(self) -> Decimal:
@@ -220,7 +222,7 @@ class Statement:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Statement":
+    def from_dict(cls, data: dict, *, version: int | None = None) -> "Statement":
         """Read a frozen statement back (the rules' text as it was frozen)."""
         return cls(
             lines=tuple(
@@ -242,6 +244,7 @@ class Statement:
             to_merchant=Decimal(data["to_merchant"]),
             by_merchant=Decimal(data["by_merchant"]),
             notes=tuple(data.get("notes", ())),
+            version=version,
         )
 
 

@@ -5,7 +5,8 @@
 - ``documents``: document rows, review and download;
 - ``outbox``: notifications and execution steps, with e-mail previews;
 - ``audit``: the read-only audit trail;
-- ``export``: the CSV export of the queue.
+- ``export``: the CSV export of the queue;
+- ``finance``: finance items (pay, confirm, waive) and frozen statements.
 
 The admin is a thin caller: every change goes through ``cases.services``
 which locks the case, checks the role rules and writes the audit event. Cases,
@@ -13,7 +14,7 @@ documents and events are never edited through admin forms. The staff
 dashboard on the index page belongs to the site (``config.admin_site``).
 """
 
-from cases.admin import audit, case_page, documents, outbox  # noqa: F401
+from cases.admin import audit, case_page, documents, finance, outbox  # noqa: F401
 from cases.admin.queue import EstimatedCountPaginator
 
 __all__ = ["EstimatedCountPaginator"]

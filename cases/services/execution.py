@@ -60,6 +60,7 @@ from cases.notifications import (
     department_share,
     notification_queue_many,
 )
+from cases.services import finance
 from cases.services.common import case_apply_transition
 from terminals import services as registry
 from terminals.masking import mask_email, mask_phone
@@ -278,6 +279,7 @@ def _step_run(
             results[step.step] = result
             if step.step == Step.NOTIFY:
                 case_apply_transition(case=case, name="complete", actor=None)
+                finance.finance_items_create(case=case)
     except StepPending as pending:
         _step_wait(case=case, step=step, reference=pending.reference)
         return ExecutionOutcome.WAITING

@@ -41,6 +41,7 @@ SMS_KINDS = frozenset(
         Kind.INFO_REQUESTED,
         Kind.REJECTED,
         Kind.COMPLETED,
+        Kind.MONEY_MOVED,
     }
 )
 # Where an SMS row keeps the e-mail recipients of its fallback.
@@ -83,6 +84,10 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
                 "[%(reference)s] Your unbinding request is complete: the terminals "
                 "are unbound."
             ),
+            Kind.MONEY_MOVED: gettext(
+                "[%(reference)s] Money for your unbinding was paid or collected: "
+                "CNY %(amount)s; details in your e-mail."
+            ),
         }
         return texts[kind] % params
 
@@ -118,6 +123,8 @@ def sms_message(notification: Notification) -> SmsMessage:
     params = {"reference": notification.case.reference if notification.case else ""}
     if notification.kind == Kind.VERIFICATION_CODE:
         params.update(code=context.get("code", ""), minutes=context.get("ttl_minutes"))
+    if notification.kind == Kind.MONEY_MOVED:
+        params["amount"] = context.get("amount", "")
     return SmsMessage(
         notification_id=notification.pk,
         kind=notification.kind,
