@@ -16,6 +16,8 @@ register = template.Library()
 
 @register.simple_tag
 def case_statement(case) -> Statement:
+    if case is None or not case.pk:
+        return Statement()  # the staff preview's unsaved sample case (pk 0)
     return case_statement_current(case=case)[0]
 
 

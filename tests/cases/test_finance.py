@@ -63,6 +63,7 @@ def awaiting_case(reviewer, *, deposit="299.00", condition="device_returned"):
         terminals=[terminal],
         state=CaseState.AWAITING_APPROVAL,
         recommended_by=reviewer,
+        language="en",
     )
 
 
@@ -138,6 +139,31 @@ def test_approving_freezes_the_statement_and_completion_creates_finance_items(
     assert "version 1" in completed.body
 
 
+def test_the_completion_e_mail_in_chinese_carries_the_statement_in_chinese(
+    client, reviewer, approver, django_capture_on_commit_callbacks
+):
+    # given a case filed in Chinese
+    case = awaiting_case(reviewer)
+    type(case).objects.filter(pk=case.pk).update(language="zh-hans")
+
+    # when it is approved and completes
+    case = _approve(client, approver, case, django_capture_on_commit_callbacks)
+
+    # then the frozen rules and the e-mail's statement are in Chinese
+    notice = Notification.objects.get(
+        case=case,
+        kind=Notification.Kind.COMPLETED,
+        channel="email",
+        recipients=[case.merchant.contact_email],
+    )
+    (message,) = [
+        m for m in mail.outbox if m.extra_headers["X-Notification-Id"] == str(notice.pk)
+    ]
+    assert "最终结算单" in message.body
+    assert "拒付保证金" in message.body
+    assert "暂扣至" in message.body
+
+
 def test_the_tracking_page_shows_the_frozen_version_not_the_live_registry(
     client, reviewer, approver, django_capture_on_commit_callbacks
 ):
@@ -180,7 +206,9 @@ def test_sent_back_and_approved_again_gets_a_new_version(reviewer, approver):
 
 
 def _item(case_kwargs=None, **kwargs):
-    case = factories.CaseFactory(state=CaseState.COMPLETED, **(case_kwargs or {}))
+    case = factories.CaseFactory(
+        state=CaseState.COMPLETED, **{"language": "en", **(case_kwargs or {})}
+    )
     statement = CaseStatement.objects.create(
         case=case, version=1, data={"lines": [], "to_merchant": "0", "by_merchant": "0"}
     )
