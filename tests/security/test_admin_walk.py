@@ -25,7 +25,9 @@ from cases.models import (
     Case,
     CaseEvent,
     CaseState,
+    CaseStatement,
     ExecutionStep,
+    FinanceItem,
     Notification,
 )
 from tests import factories
@@ -85,6 +87,13 @@ def _sample_data() -> dict:
         case=cases[CaseState.FAILED], step=ExecutionStep.Step.values[0], position=1
     )
     factories.TransactionFactory(terminal=case.case_terminals.first().terminal)
+    statement = CaseStatement.objects.create(
+        case=cases[CaseState.FAILED], version=1, data={"lines": []}
+    )
+    FinanceItem.objects.create(
+        case=statement.case, statement=statement, line=0, kind="deposit",
+        direction="to_merchant", amount="299.00", due_on=timezone.localdate(),
+    )  # fmt: skip
     factories.SettlementBatchFactory() if hasattr(
         factories, "SettlementBatchFactory"
     ) else None
