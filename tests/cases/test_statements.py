@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import translation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -210,7 +211,8 @@ def test_the_rules_of_each_line_with_half_up_rounding():
     )
 
     # when
-    statement = statement_build(source=source)
+    with translation.override("en"):
+        statement = statement_build(source=source)
 
     # then every amount is there, either way, with its rule
     rows = [
