@@ -858,7 +858,7 @@ class FinanceItem(models.Model):
         # A deposit refund waiting for the device to come back.
         WAITING = "waiting", _("Waiting for the device")
         # To be paid or collected (from its due date).
-        OPEN = "open", _("Open")
+        OPEN = "open", pgettext_lazy("finance item state", "Open")
         # Payment recorded by one finance user; a second one must confirm it.
         RECORDED = "recorded", _("Recorded, to confirm")
         # Paid to or collected from the merchant, with its payment reference.

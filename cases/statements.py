@@ -489,7 +489,8 @@ def _reserve_line(source: StatementInput, *, funds: Decimal) -> StatementLine | 
         rule=_rule(
             LineKind.RESERVE,
             "",
-            rate=(rate * 100).normalize(),
+            # 0.10 reads "10", 0.125 "12.5" (never "1E+1").
+            rate=format((rate * 100).normalize(), "f"),
             until=until,
         ),
         due_on=until,

@@ -21,7 +21,8 @@ def bound_terminal(merchant):
 
 def ensure_staff_groups() -> None:
     """Recreate the contract's groups if a transactional test flushed them."""
-    if Group.objects.filter(name__in=roles.ALL).count() == len(roles.ALL):
+    names = (*roles.ALL, roles.FINANCE)
+    if Group.objects.filter(name__in=names).count() == len(names):
         return
     from django.apps import apps
     from django.contrib.auth.management import create_permissions
@@ -30,7 +31,9 @@ def ensure_staff_groups() -> None:
     for app_config in apps.get_app_configs():
         create_permissions(app_config, verbosity=0)
     migration = importlib.import_module("cases.migrations.0002_staff_groups")
-    for name, codenames in migration.GROUPS.items():
+    finance = importlib.import_module("cases.migrations.0011_finance_group")
+    groups = {**migration.GROUPS, roles.FINANCE: finance.PERMISSIONS}
+    for name, codenames in groups.items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(
             [

@@ -25,6 +25,7 @@ from cases.services.finance import (
     finance_items_overdue,
     needs_second_user,
 )
+from cases.statements import LineKind
 from config.admin_site import ReadOnlyAdminMixin
 
 
@@ -47,10 +48,11 @@ class PayForm(forms.Form):
 
 class CloseForm(forms.Form):
     state = forms.ChoiceField(
+        label=_("Close as"),
         choices=[
             (FinanceItem.State.WAIVED, _("Waive")),
             (FinanceItem.State.CANCELLED, _("Cancel")),
-        ]
+        ],
     )
     reason = forms.CharField(label=_("Reason"), widget=forms.Textarea)
 
@@ -59,7 +61,7 @@ class CloseForm(forms.Form):
 class FinanceItemAdmin(CaseReferenceSearchMixin, admin.ModelAdmin):
     list_display = (
         "case",
-        "kind",
+        "kind_label",
         "serial_number",
         "direction",
         "amount_display",
@@ -73,7 +75,28 @@ class FinanceItemAdmin(CaseReferenceSearchMixin, admin.ModelAdmin):
     search_help_text = _("A case's exact reference.")
     date_hierarchy = "due_on"
     change_form_template = "admin/cases/financeitem/change_form.html"
-    readonly_fields = [f.name for f in FinanceItem._meta.fields]
+    readonly_fields = [
+        "case",
+        "statement",
+        "kind_label",
+        "line_rule",
+        *(
+            f.name
+            for f in FinanceItem._meta.fields
+            if f.name not in ("id", "case", "statement", "line", "kind")
+        ),
+    ]
+
+    fields = readonly_fields
+
+    @admin.display(description=_("line kind"), ordering="kind")
+    def kind_label(self, obj: FinanceItem) -> str:
+        return str(LineKind.LABELS.get(obj.kind, obj.kind))
+
+    @admin.display(description=_("Rule"))
+    def line_rule(self, obj: FinanceItem) -> str:
+        lines = obj.statement.data.get("lines", [])
+        return lines[obj.line]["rule"] if obj.line < len(lines) else ""
 
     @admin.display(description=_("amount (CNY)"), ordering="amount")
     def amount_display(self, obj: FinanceItem):

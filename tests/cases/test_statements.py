@@ -241,6 +241,7 @@ def test_the_rules_of_each_line_with_half_up_rounding():
     assert "not refunded" in sim_paid.rule
     assert reserve.due_on == date(2027, 5, 30)
     assert "held back until 2027-05-30" in reserve.rule
+    assert reserve.rule.startswith("10% of the funds")
     assert statement.net == Decimal("299.00") + 1 - 60 + 99 - Decimal("0.03") + Decimal(
         "100.05"
     ) - Decimal("10.01")
