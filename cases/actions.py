@@ -63,6 +63,8 @@ class StaffAction:
     # The confirmation page lists the execution steps already done and what
     # becomes of each terminal (kept bound or already released).
     shows_steps: bool = False
+    # Store the case's final statement as a new frozen version (approval).
+    freezes_statement: bool = False
 
     def permits(self, case, user) -> bool:
         """Tell whether ``user``'s role allows this action on ``case`` (the fsm permission).
@@ -159,6 +161,7 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
                 "execution_queued_at": now,
             },
             starts_execution=True,
+            freezes_statement=True,
         ),
         StaffAction(
             name="reject",

@@ -26,8 +26,10 @@ from cases.models import (
     DeviceReturnState,
     Document,
     ExecutionStep,
+    FinanceItem,
     LegalHold,
 )
+from cases.services import finance
 from cases.services.execution import STEP_ORDER
 from cases.tokens import tracking_token_fields
 from terminals import identifiers
@@ -44,6 +46,8 @@ STAFF = [
     ("auditor", roles.AUDITOR, "周审计"),
     ("service", roles.SERVICE, "吴客服"),
     ("agent", roles.AGENT, "郑代理"),
+    ("finance", roles.FINANCE, "钱财务"),
+    ("finance2", roles.FINANCE, "孙复核"),
 ]
 # The agent (代理商) collects requests for these merchants (MERCHANTS, 1-based).
 AGENT_MERCHANTS = (5, 6)
@@ -67,6 +71,9 @@ CHAIN_MERCHANT = (10, "好邻居便利连锁有限公司", "孙丽", "smart")
 CHAIN_TERMINALS = 300
 CHAIN_FIRST_SERIAL = 1000
 MICRO_FIRST_SERIAL = 1400
+# A completed case whose refunds wait for finance (README "Money").
+MONEY_MERCHANT = (11, "青岛市南海鲜酒楼", "周洁", "chip")
+MONEY_FIRST_SERIAL = 1500
 DEMO_DEPOSIT = Decimal("299.00")
 
 # State → (reason, close_account, replacement)
@@ -610,6 +617,10 @@ def demo_seed() -> DemoResult:
         channel="branch",
         filed_by=get_user_model().objects.get(username="service"),
     )
+    # A completed case with its frozen statement: a deposit refund waiting for
+    # the device, a prorated fee refund waiting for finance (overdue), a SIM
+    # fee to collect and the chargeback reserve to release in 180 days.
+    cases += _money_case(now)
     return DemoResult(
         staff=staff,
         merchants=Merchant.objects.count(),
@@ -746,3 +757,61 @@ def _records(now) -> None:
             events.legal_hold_event(
                 case=completed, actor=operations, hold=hold, placed=True
             )
+
+
+def _money_case(now) -> int:
+    number, name, legal_rep, kind = MONEY_MERCHANT
+    merchant = _merchant_of_kind(
+        number,
+        name,
+        legal_rep,
+        kind=Merchant.Kind.ENTERPRISE,
+        uscc=identifiers.make_uscc(number),
+    )
+    terminals = _bound_terminals(
+        merchant,
+        first=MONEY_FIRST_SERIAL,
+        count=2,
+        kind=kind,
+        deposit=DEMO_DEPOSIT,
+        now=now,
+    )
+    today = timezone.localdate(now)
+    Terminal.objects.filter(pk__in=[t.pk for t in terminals]).update(
+        deposit_refund_condition=Terminal.RefundCondition.DEVICE_RETURNED,
+        service_fee_annual=Decimal("365.00"),
+        service_fee_paid_until=today + timedelta(days=120),
+        service_fee_prorated=True,
+        sim_fee=Decimal("60.00"),
+        sim_fee_paid_until=today - timedelta(days=10),
+    )
+    created = _case_for(
+        merchant,
+        salt="money" + "0" * 27,
+        state=CaseState.COMPLETED,
+        reason="business_change",
+        now=now,
+    )
+    if not created:
+        return 0
+    case = Case.objects.get(token_salt="money" + "0" * 27)
+    approver = get_user_model().objects.get(username="approver")
+    # Completed: approved, terminals unbound, the case closed.
+    Case.objects.filter(pk=case.pk).update(
+        approved_by=approver, approved_at=now, closed_at=now
+    )
+    CaseTerminal.objects.filter(case=case).update(is_open=False)
+    Binding.objects.filter(terminal__in=terminals, ended_at__isnull=True).update(
+        ended_at=now, ended_reason=case.reference
+    )
+    Terminal.objects.filter(pk__in=[t.pk for t in terminals]).update(
+        status=Terminal.Status.UNBOUND
+    )
+    case.refresh_from_db()
+    finance.case_statement_freeze(case=case, actor=approver)
+    items = finance.finance_items_create(case=case)
+    # One refund has waited for finance past the overdue limit: the dashboard.
+    FinanceItem.objects.filter(
+        pk__in=[i.pk for i in items if i.kind == "service_fee"]
+    ).update(due_on=today - timedelta(days=20))
+    return created

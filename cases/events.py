@@ -426,3 +426,45 @@ def identity_checked_event(
         client_ip=client_ip,
         payload={"documents": document_ids},
     )
+
+
+def statement_frozen_event(*, case: Case, actor, version: int, net: str) -> CaseEvent:
+    """Record that ``case``'s final statement was frozen as ``version`` at approval."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.STATEMENT_FROZEN,
+        actor=actor,
+        payload={"version": version, "net": net},
+    )
+
+
+def finance_item_event(
+    *,
+    case: Case,
+    actor,
+    item_id: int,
+    kind: str,
+    amount: str,
+    from_state: str,
+    to_state: str,
+    reference: str = "",
+    reason: str = "",
+    visible_to_merchant: bool = False,
+) -> CaseEvent:
+    """Record a change of one finance item (created, released, recorded, paid...)."""
+    return _event_insert(
+        case=case,
+        type=CaseEvent.Type.FINANCE,
+        actor=actor,
+        note=reason,
+        visible_to_merchant=visible_to_merchant,
+        # The item's states, not the case's: kept out of from_state/to_state.
+        payload={
+            "from": from_state,
+            "to": to_state,
+            "item": item_id,
+            "kind": kind,
+            "amount": amount,
+            "reference": reference,
+        },
+    )

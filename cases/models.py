@@ -320,6 +320,11 @@ class Case(models.Model):
             token_salt=self.token_salt, token_hash_stored=self.token_hash
         )
 
+    @property
+    def settlement_reference(self) -> str:
+        """The reference of the case's final settlement batch: the same on every run."""
+        return f"{self.reference or f'CASE{self.pk}'}-FINAL"
+
     def get_tracking_path(self) -> str:
         return reverse("cases:detail", kwargs={"token": self.tracking_token})
 
@@ -704,6 +709,8 @@ class CaseEvent(models.Model):
         DOCUMENTS_PURGED = "documents_purged", _("Documents purged")
         LEGAL_HOLD = "legal_hold", _("Legal hold")
         IDENTITY_CHECKED = "identity_checked", _("Identity checked offline")
+        STATEMENT_FROZEN = "statement_frozen", _("Final statement frozen")
+        FINANCE = "finance", _("Finance item changed")
 
     class Actor(models.TextChoices):
         MERCHANT = "merchant", _("Merchant")
@@ -765,6 +772,7 @@ class Notification(models.Model):
         OVERDUE_DIGEST = "overdue_digest", _("Overdue digest")
         DEVICE_RETURN_REMINDER = "device_return_reminder", _("Device return reminder")
         SIGN_IN_CODE = "sign_in_code", _("Merchant sign-in code")
+        MONEY_MOVED = "money_moved", _("Money paid or collected")
 
     class Channel(models.TextChoices):
         EMAIL = "email", _("E-mail")
@@ -1272,3 +1280,144 @@ class AgentMerchant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent} → {self.merchant}"
+
+
+class CaseStatement(models.Model):
+    """A case's final statement as approved: one immutable version per approval.
+
+    ``data`` is ``cases.statements.Statement.as_dict()`` (amounts as strings,
+    the rules' text in the case's language). A case sent back and approved
+    again gets a new version; the latest is the one shown and paid.
+    """
+
+    case = models.ForeignKey(
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.PROTECT,
+        related_name="statements",
+    )
+    version = models.PositiveSmallIntegerField(_("version"))
+    data = models.JSONField(_("statement"))
+    created_at = models.DateTimeField(_("frozen at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("frozen statement")
+        verbose_name_plural = _("frozen statements")
+        ordering = ["case", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "version"], name="case_statement_version_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case} v{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValueError("a frozen statement is never changed")
+        super().save(*args, **kwargs)
+
+
+class FinanceItem(models.Model):
+    """One refund or deduction of a completed case's statement, for finance to pay.
+
+    Created from the frozen statement when the case completes (cases/services/
+    finance.py). Above ``FINANCE_DUAL_CONTROL_ABOVE`` one finance user records
+    the payment and a different one confirms it (maker-checker).
+    """
+
+    class State(models.TextChoices):
+        # A deposit refund waiting for the device to come back.
+        WAITING = "waiting", _("Waiting for the device")
+        # To be paid or collected (from its due date).
+        OPEN = "open", pgettext_lazy("finance item state", "Open")
+        # Payment recorded by one finance user; a second one must confirm it.
+        RECORDED = "recorded", _("Recorded, to confirm")
+        # Paid to or collected from the merchant, with its payment reference.
+        PAID = "paid", _("Paid")
+        # Not paid or collected, on purpose, with a reason.
+        WAIVED = "waived", _("Waived")
+        # No longer owed (e.g. the statement was wrong), with a reason.
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class Direction(models.TextChoices):
+        TO_MERCHANT = "to_merchant", _("Refund to the merchant")
+        BY_MERCHANT = "by_merchant", _("Deduction from the merchant")
+
+    OPEN_STATES = (State.WAITING, State.OPEN, State.RECORDED)
+
+    case = models.ForeignKey(
+        Case,
+        verbose_name=_("case"),
+        on_delete=models.PROTECT,
+        related_name="finance_items",
+    )
+    statement = models.ForeignKey(
+        CaseStatement,
+        verbose_name=_("frozen statement"),
+        on_delete=models.PROTECT,
+        related_name="finance_items",
+    )
+    # Position of the line in the frozen statement: one item per line.
+    line = models.PositiveSmallIntegerField(_("line"))
+    kind = models.CharField(_("line kind"), max_length=32)
+    serial_number = models.CharField(_("serial number"), max_length=32, blank=True)
+    direction = models.CharField(
+        _("direction"), max_length=16, choices=Direction.choices
+    )
+    amount = models.DecimalField(_("amount (CNY)"), max_digits=14, decimal_places=2)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.OPEN
+    )
+    due_on = models.DateField(_("due on"))
+    payment_reference = models.CharField(
+        _("payment reference"), max_length=100, blank=True
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("recorded by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    recorded_at = models.DateTimeField(_("recorded at"), null=True, blank=True)
+    paid_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("paid by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
+    reason = models.TextField(_("reason"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("finance item")
+        verbose_name_plural = _("finance items")
+        ordering = ["due_on", "pk"]
+        permissions = [("pay_financeitem", _("Can record and confirm payments"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "line"], name="finance_item_once_per_line"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="finance_item_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="paid") | ~Q(payment_reference=""),
+                name="finance_item_paid_has_reference",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "due_on"])]
+
+    def __str__(self) -> str:
+        return f"{self.case} {self.kind} {self.amount}"
+
+    @property
+    def is_refund(self) -> bool:
+        return self.direction == self.Direction.TO_MERCHANT

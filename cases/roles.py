@@ -8,6 +8,8 @@ AUDITOR = "Auditor"
 SERVICE = "Service"
 # An agent (代理商) files cases for its own merchants only; never reviews or approves.
 AGENT = "Agent"
+# Not in the public contract: pays the finance items of completed cases.
+FINANCE = "Finance"
 
 ALL = (REVIEWER, APPROVER, OPERATIONS, AUDITOR)
 

@@ -128,6 +128,15 @@ class StaffAdminSite(admin.AdminSite):
             context["case_dashboard"] = SimpleLazyObject(
                 lambda: case_dashboard_counts(user=user)
             )
+        if (
+            user is not None
+            and user.is_active
+            and user.has_perm("cases.view_financeitem")
+        ):
+            # Imported here for the same reason as above.
+            from cases.services.finance import finance_dashboard_counts
+
+            context["finance_dashboard"] = SimpleLazyObject(finance_dashboard_counts)
         return context
 
 

@@ -6,6 +6,7 @@ e-mail printed to the console. See README.md for the full list.
 
 import ipaddress
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -560,3 +561,23 @@ CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "webhooks.tasks.webhook_sweep_task",
     "schedule": 15.0,
 }
+
+# ------------------------------------------------------------------------------
+# Money after unbinding: the final statement and finance work items
+# (cases/statements.py, cases/services/finance.py; README "Money")
+# ------------------------------------------------------------------------------
+# Part of the funds paid to the merchant held back against chargebacks, and
+# for how long (the acquirer keeps chargeback rights about 12 months).
+CHARGEBACK_RESERVE_RATE = Decimal(env("CHARGEBACK_RESERVE_RATE", default="0.10"))
+CHARGEBACK_RESERVE_DAYS = env.int("CHARGEBACK_RESERVE_DAYS", default=180)
+# Finance items above this amount (CNY) need a second finance user to confirm.
+FINANCE_DUAL_CONTROL_ABOVE = Decimal(
+    env("FINANCE_DUAL_CONTROL_ABOVE", default="1000.00")
+)
+# A refund still open this many days after it became due is overdue.
+FINANCE_REFUND_OVERDUE_DAYS = env.int("FINANCE_REFUND_OVERDUE_DAYS", default=14)
+# A deposit refund whose condition is the device's return waits for it
+# (finance_items_release_for_terminal, called when the device is received).
+DEPOSIT_REFUND_WAITS_FOR_DEVICE = env.bool(
+    "DEPOSIT_REFUND_WAITS_FOR_DEVICE", default=True
+)

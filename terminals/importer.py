@@ -30,7 +30,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from terminals.models import Binding, Merchant, Terminal, Transaction
+from terminals.models import (
+    MONEY_TERM_FIELDS,
+    Binding,
+    Merchant,
+    Terminal,
+    Transaction,
+)
 from terminals.validators import (
     normalise_code,
     normalise_mobile,
@@ -61,7 +67,7 @@ MERCHANT_FIELDS = (
 )
 # Optional: absent means "keep what the registry holds" (a new merchant gets
 # the model default, ``enterprise`` for ``kind``).
-MERCHANT_OPTIONAL_FIELDS = ("settlement_card_number", "kind")
+MERCHANT_OPTIONAL_FIELDS = ("settlement_card_number", "kind", *MONEY_TERM_FIELDS)
 # Identifiers a person may type with spaces or dashes; stored without them.
 MERCHANT_CODE_FIELDS = {
     "merchant_id",
@@ -72,8 +78,14 @@ MERCHANT_CODE_FIELDS = {
 }
 TERMINAL_FIELDS = ("serial_number", "terminal_id", "model", "kind", "merchant_id")
 # Optional; absent keeps the stored value, null means "no deposit".
-TERMINAL_OPTIONAL_FIELDS = ("deposit",)
-TERMINAL_UPDATABLE_FIELDS = ("terminal_id", "model", "kind", "deposit")
+TERMINAL_OPTIONAL_FIELDS = ("deposit", *MONEY_TERM_FIELDS)
+TERMINAL_UPDATABLE_FIELDS = (
+    "terminal_id",
+    "model",
+    "kind",
+    "deposit",
+    *MONEY_TERM_FIELDS,
+)
 TRANSACTION_FIELDS = ("serial_number", "amount", "occurred_at", "settled")
 
 
@@ -231,8 +243,11 @@ def _parse_merchants(records: list) -> dict[str, _MerchantRow]:
             optional=MERCHANT_OPTIONAL_FIELDS,
         )
         values = {}
+        values.update(
+            _parse_money_terms(record, model=Merchant, section=section, index=index)
+        )
         for name in (*MERCHANT_FIELDS, *MERCHANT_OPTIONAL_FIELDS):
-            if name not in record:
+            if name not in record or name in MONEY_TERM_FIELDS:
                 continue
             if name == "uscc" and record[name] in (None, ""):
                 # Only a micro-merchant may have none: checked once the kind
@@ -314,6 +329,75 @@ def _parse_deposit(record: dict, *, section: str, index: int) -> Decimal | None:
     return deposit.quantize(CENT)
 
 
+MONEY_AMOUNT_FIELDS = {
+    "deposit_refund_volume",
+    "service_fee_annual",
+    "sim_fee",
+}
+MONEY_DATE_FIELDS = {"service_fee_paid_until", "sim_fee_paid_until"}
+
+
+def _parse_amount(raw, *, model, name: str, section: str, index: int) -> Decimal:
+    """A decimal string (or whole number) in CNY, never a float, not negative."""
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise RegistryImportError(
+            _('write the amount as a string, e.g. "299.00"'),
+            section=section,
+            index=index,
+            field=name,
+        )
+    value = _clean(model, name, str(raw).strip(), section=section, index=index)
+    if value is None or not value.is_finite() or value < 0:
+        raise RegistryImportError(
+            _("the amount cannot be negative"),
+            section=section,
+            index=index,
+            field=name,
+        )
+    return value.quantize(CENT)
+
+
+def _parse_money_terms(record: dict, *, model, section: str, index: int) -> dict:
+    """Read the optional money terms present in ``record`` (null clears one)."""
+    values: dict = {}
+    for name in MONEY_TERM_FIELDS:
+        if name not in record:
+            continue
+        raw = record[name]
+        if raw is None:
+            values[name] = "" if name == "deposit_refund_condition" else None
+        elif name in MONEY_AMOUNT_FIELDS:
+            values[name] = _parse_amount(
+                raw, model=model, name=name, section=section, index=index
+            )
+        elif name == "service_fee_prorated":
+            if not isinstance(raw, bool):
+                raise RegistryImportError(
+                    _("write true or false"), section=section, index=index, field=name
+                )
+            values[name] = raw
+        else:
+            if not isinstance(raw, str):
+                raise RegistryImportError(
+                    _("write it as a string"), section=section, index=index, field=name
+                )
+            values[name] = _clean(
+                model, name, raw.strip(), section=section, index=index
+            )
+    condition = values.get("deposit_refund_condition")
+    if (
+        condition == model.RefundCondition.VOLUME_REACHED
+        and values.get("deposit_refund_volume") is None
+    ):
+        raise RegistryImportError(
+            _("a volume_reached refund needs deposit_refund_volume"),
+            section=section,
+            index=index,
+            field="deposit_refund_volume",
+        )
+    return values
+
+
 def _parse_terminals(records: list) -> dict[str, _TerminalRow]:
     section = "terminals"
     rows: dict[str, _TerminalRow] = {}
@@ -360,6 +444,9 @@ def _parse_terminals(records: list) -> dict[str, _TerminalRow]:
         }
         if "deposit" in record:
             values["deposit"] = _parse_deposit(record, section=section, index=index)
+        values.update(
+            _parse_money_terms(record, model=Terminal, section=section, index=index)
+        )
         merchant_id = None
         if record["merchant_id"] is not None:
             merchant_id = normalise_code(

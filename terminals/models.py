@@ -10,7 +10,80 @@ from terminals import validators
 from terminals.masking import mask_card_number, mask_id_number
 
 
-class Merchant(models.Model):
+class MoneyTerms(models.Model):
+    """What a merchant paid for its terminals and still owes: the registry's terms.
+
+    On a terminal, each field overrides the merchant's default of the same
+    name; empty means "not stated" (the merchant's value, else nothing).
+    Amounts are CNY with two places (fen); the final statement
+    (``cases.statements``) itemises them.
+    """
+
+    class RefundCondition(models.TextChoices):
+        # Refunded once the device is back with the provider.
+        DEVICE_RETURNED = "device_returned", _("When the device is returned")
+        # Refunded if the terminal's card volume reached the threshold.
+        VOLUME_REACHED = "volume_reached", _("When a card volume is reached")
+        # Refunded at unbinding, without a condition.
+        NONE = "none", _("No condition")
+
+    deposit_refund_condition = models.CharField(
+        _("deposit refund condition"),
+        max_length=16,
+        choices=RefundCondition.choices,
+        blank=True,
+    )
+    deposit_refund_volume = models.DecimalField(
+        _("deposit refund volume (CNY)"),
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=_("Card volume the terminal must reach for its deposit refund."),
+    )
+    service_fee_annual = models.DecimalField(
+        _("annual service fee (CNY)"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
+    service_fee_paid_until = models.DateField(
+        _("service fee paid until"), null=True, blank=True
+    )
+    service_fee_prorated = models.BooleanField(
+        _("service fee prorated"),
+        null=True,
+        blank=True,
+        help_text=_("Whether the unused part of the annual fee is refunded."),
+    )
+    sim_fee = models.DecimalField(
+        _("SIM / data-card fee (CNY)"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
+    sim_fee_paid_until = models.DateField(
+        _("SIM fee paid until"), null=True, blank=True
+    )
+
+    class Meta:
+        abstract = True
+
+
+MONEY_TERM_FIELDS = (
+    "deposit_refund_condition",
+    "deposit_refund_volume",
+    "service_fee_annual",
+    "service_fee_paid_until",
+    "service_fee_prorated",
+    "sim_fee",
+    "sim_fee_paid_until",
+)
+
+
+class Merchant(MoneyTerms):
     class Kind(models.TextChoices):
         # A company (企业): business licence and unified social credit code.
         ENTERPRISE = "enterprise", _("Enterprise (企业)")
@@ -118,7 +191,7 @@ class Merchant(models.Model):
         return mask_card_number(self.settlement_card_number)
 
 
-class Terminal(models.Model):
+class Terminal(MoneyTerms):
     class Kind(models.TextChoices):
         MAGSTRIPE = "magstripe", _("Magnetic-stripe POS")
         CHIP = "chip", _("Chip (EMV) POS")

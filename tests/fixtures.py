@@ -24,7 +24,7 @@ STAFF_GROUP_MIGRATIONS = (
     "cases.migrations.0002_staff_groups",
     "cases.migrations.0017_service_agent_groups",
 )
-STAFF_GROUP_NAMES = (*roles.ALL, roles.SERVICE, roles.AGENT)
+STAFF_GROUP_NAMES = (*roles.ALL, roles.SERVICE, roles.AGENT, roles.FINANCE)
 
 
 def ensure_staff_groups() -> None:
@@ -42,6 +42,8 @@ def ensure_staff_groups() -> None:
     groups = {}
     for module in STAFF_GROUP_MIGRATIONS:
         groups.update(importlib.import_module(module).GROUPS)
+    finance = importlib.import_module("cases.migrations.0020_finance_group")
+    groups[roles.FINANCE] = finance.PERMISSIONS
     for name, codenames in groups.items():
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(

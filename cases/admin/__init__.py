@@ -6,8 +6,9 @@
 - ``outbox``: notifications and execution steps, with e-mail previews;
 - ``audit``: the read-only audit trail;
 - ``export``: the CSV export of the queue;
-- ``returns``: devices coming back (the Operations queue of returns).
-- ``records``: legal holds, the purge report and the regulator's binding report.
+- ``returns``: devices coming back (the Operations queue of returns);
+- ``records``: legal holds, the purge report and the regulator's binding report;
+- ``finance``: finance items (pay, confirm, waive) and frozen statements.
 
 The admin is a thin caller: every change goes through ``cases.services``
 which locks the case, checks the role rules and writes the audit event. Cases,
@@ -19,6 +20,7 @@ from cases.admin import (  # noqa: F401
     audit,
     case_page,
     documents,
+    finance,
     outbox,
     records,
     returns,

@@ -352,6 +352,13 @@ def sample_notification(*, kind: str, language: str) -> Notification:
             "another merchant",
             "admin_path": "/admin/cases/case/0/change/",
         },
+        Notification.Kind.MONEY_MOVED: {
+            "kind": "deposit",
+            "direction": "to_merchant",
+            "amount": "299.00",
+            "reference": "PAY-2026-000123",
+            "serial_number": "SN00000001",
+        },
         Notification.Kind.OVERDUE_DIGEST: {
             "overdue_cases": [
                 sample_case(language=language, number=n) for n in (121, 122)

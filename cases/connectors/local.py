@@ -31,11 +31,6 @@ EXPORT_HEADER = (
 EXPORT_CHUNK_SIZE = 2000
 
 
-def settlement_reference(case: Case) -> str:
-    """The settlement batch reference of a case: the same on every run."""
-    return f"{case.reference or f'CASE{case.pk}'}-FINAL"
-
-
 def case_export_storage_name(case: Case) -> str:
     """Deterministic storage name: a rerun after a crash overwrites, never duplicates."""
     return f"cases/exports/{case.pk}/transactions-{case.reference or case.pk}.csv"
@@ -54,7 +49,7 @@ class LocalConnector:
         batch = registry.transactions_settle(
             merchant=case.merchant,
             terminals=operation.terminals,
-            reference=settlement_reference(case),
+            reference=case.settlement_reference,
         )
         Case.objects.filter(pk=case.pk).update(
             settlement_batch=batch, settlement_total=batch.total

@@ -47,7 +47,6 @@ from cases.connectors.local import (  # noqa: F401 (re-exported for callers)
     EXPORT_CHUNK_SIZE,
     EXPORT_HEADER,
     case_export_storage_name,
-    settlement_reference,
 )
 from cases.models import (
     Case,
@@ -61,6 +60,7 @@ from cases.notifications import (
     department_share,
     notification_queue_many,
 )
+from cases.services import finance
 from cases.services.common import case_apply_transition
 from terminals import services as registry
 from terminals.masking import mask_email, mask_phone
@@ -306,6 +306,7 @@ def _step_run(
             results[step.step] = result
             if step.step == Step.NOTIFY:
                 case_apply_transition(case=case, name="complete", actor=None)
+                finance.finance_items_create(case=case)
     except StepPending as pending:
         _step_wait(case=case, step=step, reference=pending.reference)
         return ExecutionOutcome.WAITING
@@ -703,7 +704,7 @@ def _step_notify(
         "settlement_total": (
             "" if case.settlement_total is None else str(case.settlement_total)
         ),
-        "settlement_reference": settlement_reference(case),
+        "settlement_reference": case.settlement_reference,
     }
     notices = []
     if merchant.contact_email:

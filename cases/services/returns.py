@@ -39,6 +39,7 @@ from cases.models import (
 )
 from cases.notifications import case_recipients, notification_queue
 from cases.services.common import CaseActionError
+from cases.services.finance import finance_items_release_for_terminal
 from cases.uploads import CleanUpload
 from terminals import services as registry
 from terminals.models import Terminal
@@ -200,8 +201,9 @@ def _device_received_effects(device_return: DeviceReturn) -> None:
         return_id=device_return.pk,
         deposit=None if deposit is None else str(deposit),
     )
-    # wired at merge: finance release
-    # (finance_items_release_for_terminal(terminal_id=device_return.terminal_id))
+    # A deposit refund that waits for the device (DEPOSIT_REFUND_WAITS_FOR_DEVICE)
+    # is opened for finance now.
+    finance_items_release_for_terminal(terminal_id=device_return.terminal_id)
 
 
 def device_return_inspect(

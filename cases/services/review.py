@@ -41,7 +41,7 @@ from cases import events, roles
 from cases.actions import STAFF_ACTIONS
 from cases.models import ASSIGNABLE_STATES, Case, CaseState, Document
 from cases.notifications import case_recipients, notification_queue
-from cases.services import execution
+from cases.services import execution, finance
 from cases.services.chains import case_abandon_summary
 from cases.services.common import CaseActionError, case_apply_transition, case_lock
 
@@ -156,6 +156,8 @@ def case_transition(
             update_fields=tuple(changes),
             visible_to_merchant=action.note_required or not note,
         )
+        if action.freezes_statement:
+            finance.case_statement_freeze(case=case, actor=actor)
         if action.notifies:
             context = {"note": note}
             if action.shows_steps:

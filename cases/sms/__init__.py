@@ -43,6 +43,7 @@ SMS_KINDS = frozenset(
         Kind.COMPLETED,
         Kind.ABANDONED,
         Kind.DEVICE_RETURN_REMINDER,
+        Kind.MONEY_MOVED,
     }
 )
 # Where an SMS row keeps the e-mail recipients of its fallback.
@@ -98,6 +99,10 @@ def sms_text(*, kind: str, params: dict, language: str) -> str:
                 "Your merchant page sign-in code is %(code)s, valid for "
                 "%(minutes)s minutes. Never share it."
             ),
+            Kind.MONEY_MOVED: gettext(
+                "[%(reference)s] Money for your unbinding was paid or collected: "
+                "CNY %(amount)s; details in your e-mail."
+            ),
         }
         return texts[kind] % params
 
@@ -133,6 +138,8 @@ def sms_message(notification: Notification) -> SmsMessage:
     params = {"reference": notification.case.reference if notification.case else ""}
     if notification.kind in (Kind.VERIFICATION_CODE, Kind.SIGN_IN_CODE):
         params.update(code=context.get("code", ""), minutes=context.get("ttl_minutes"))
+    if notification.kind == Kind.MONEY_MOVED:
+        params["amount"] = context.get("amount", "")
     return SmsMessage(
         notification_id=notification.pk,
         kind=notification.kind,

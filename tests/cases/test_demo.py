@@ -117,3 +117,23 @@ def test_seed_demo_has_service_and_agent_logins_and_a_branch_case():
     assert branch.filed_by.username == "service"
     assert branch.documents.filter(kind=Document.Kind.IDENTITY_CHECK).count() == 1
     assert branch.events.filter(type=CaseEvent.Type.IDENTITY_CHECKED).count() == 1
+
+
+def test_seed_demo_has_a_refund_waiting_for_finance(client):
+    # when
+    call_command("seed_demo", stdout=StringIO(), stderr=StringIO())
+
+    # then a completed case has a frozen statement and finance items
+    case = Case.objects.get(merchant__name__startswith="青岛")
+    assert case.state == CaseState.COMPLETED
+    assert case.statements.count() == 1
+    states = dict(case.finance_items.values_list("kind", "state").distinct())
+    assert states["deposit"] == "waiting"
+    assert states["service_fee"] == "open"
+    # and a Finance user sees the overdue refund on the dashboard
+    client.login(username="finance", password="demo-pass-2026")
+    page = client.get(reverse("admin:index"))
+    assert page.status_code == HTTPStatus.OK
+    assert 'data-count="finance_overdue"><span class="case-tile__n">2</span>' in (
+        page.content.decode()
+    )

@@ -1,5 +1,6 @@
 """The final statement: itemised, exact (Decimal, never float) and always balanced."""
 
+from datetime import date
 from decimal import Decimal
 from http import HTTPStatus
 
@@ -7,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import translation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +17,9 @@ from cases.services import review
 from cases.statements import (
     Direction,
     LineKind,
+    Statement,
     StatementInput,
+    TerminalTerms,
     case_statement,
     statement_build,
 )
@@ -47,6 +51,29 @@ sources = st.builds(
     settlement_reference=st.just("UB-2026-000001-FINAL"),
     fees_amount=st.none() | amounts,
     fees_text=st.text(max_size=50),
+    terminals=st.lists(
+        st.builds(
+            TerminalTerms,
+            serial_number=st.from_regex(r"SN[0-9]{8}", fullmatch=True),
+            deposit=st.none() | amounts,
+            refund_condition=st.sampled_from(
+                ["", "none", "device_returned", "volume_reached"]
+            ),
+            refund_volume=st.none() | amounts,
+            volume=amounts,
+            service_fee_annual=st.none() | amounts,
+            service_fee_paid_until=st.none() | st.dates(),
+            service_fee_prorated=st.booleans(),
+            sim_fee=st.none() | amounts,
+            sim_fee_paid_until=st.none() | st.dates(),
+        ),
+        max_size=10,
+    ).map(tuple),
+    as_of=st.none() | st.dates(min_value=date(2000, 1, 1), max_value=date(9000, 1, 1)),
+    reserve_rate=st.decimals(
+        min_value=Decimal("0"), max_value=Decimal("1"), places=4, allow_nan=False
+    ),
+    reserve_days=st.integers(min_value=0, max_value=730),
 )
 
 
@@ -95,7 +122,15 @@ def test_a_statement_always_balances_and_holds_no_float(source):
     # every deposit is a line of its own
     assert len([line for line in statement.lines if line.kind == "deposit"]) == len(
         [d for _sn, d in source.deposits if d is not None]
-    )
+    ) + len([t for t in source.terminals if t.deposit is not None])
+    # the reserve never holds back more than the funds it is taken from
+    reserve = [line for line in statement.lines if line.kind == "chargeback_reserve"]
+    assert len(reserve) <= 1
+    for line in reserve:
+        assert line.due_on is not None
+        assert line.amount <= max(source.unsettled_total, source.settled_total or 0)
+    # and the frozen form reads back to the same statement
+    assert Statement.from_dict(frozen).as_dict() == frozen
 
 
 def test_a_float_amount_is_refused():
@@ -128,6 +163,137 @@ def test_lines_deposits_unsettled_funds_and_fees():
     assert statement.net == Decimal("236.50")
 
 
+def test_the_rules_of_each_line_with_half_up_rounding():
+    # given one terminal of each kind of term, on 2026-12-01
+    as_of = date(2026, 12, 1)
+    source = StatementInput(
+        as_of=as_of,
+        terminals=(
+            TerminalTerms(
+                serial_number="SN00000001",
+                deposit=Decimal("299.00"),
+                refund_condition="device_returned",
+                # 1.00 × 15 / 365 = 0.04109…; 100.00 × 1/365 = 0.27397…
+                service_fee_annual=Decimal("73.00"),
+                service_fee_paid_until=date(2026, 12, 6),  # 5 days: exactly 1.00
+                service_fee_prorated=True,
+                sim_fee=Decimal("60.00"),
+                sim_fee_paid_until=date(2026, 11, 30),
+            ),
+            TerminalTerms(
+                serial_number="SN00000002",
+                deposit=Decimal("199.00"),
+                refund_condition="volume_reached",
+                refund_volume=Decimal("50000.00"),
+                volume=Decimal("49999.99"),
+                service_fee_annual=Decimal("365.00"),
+                service_fee_paid_until=date(2027, 12, 1),
+                service_fee_prorated=False,
+                sim_fee=Decimal("60.00"),
+                sim_fee_paid_until=date(2027, 1, 1),
+            ),
+            TerminalTerms(
+                serial_number="SN00000003",
+                deposit=Decimal("99.00"),
+                refund_condition="volume_reached",
+                refund_volume=Decimal("100.00"),
+                volume=Decimal("100.00"),
+                # 0.73 × 1 / 365 = 0.002 → 0.00; 1.825 × 1/365: half a fen
+                service_fee_annual=Decimal("1.83"),
+                service_fee_paid_until=date(2026, 11, 26),  # 5 days owed
+                service_fee_prorated=True,
+            ),
+        ),
+        unsettled_total=Decimal("100.05"),
+        unsettled_count=2,
+        reserve_rate=Decimal("0.10"),
+        reserve_days=180,
+    )
+
+    # when
+    with translation.override("en"):
+        statement = statement_build(source=source)
+
+    # then every amount is there, either way, with its rule
+    rows = [
+        (line.kind, line.serial_number, line.direction, line.amount)
+        for line in statement.lines
+    ]
+    assert rows == [
+        ("deposit", "SN00000001", "to_merchant", Decimal("299.00")),
+        ("service_fee", "SN00000001", "to_merchant", Decimal("1.00")),
+        ("sim_fee", "SN00000001", "by_merchant", Decimal("60.00")),
+        ("deposit", "SN00000002", "to_merchant", Decimal("0.00")),
+        ("service_fee", "SN00000002", "to_merchant", Decimal("0.00")),
+        ("sim_fee", "SN00000002", "to_merchant", Decimal("0.00")),
+        ("deposit", "SN00000003", "to_merchant", Decimal("99.00")),
+        # 1.83 × 5 / 365 = 0.025068… → 0.03
+        ("service_fee", "SN00000003", "by_merchant", Decimal("0.03")),
+        ("unsettled_funds", "", "to_merchant", Decimal("100.05")),
+        # 10.005 rounds half up to 10.01 (banker's would give 10.00)
+        ("chargeback_reserve", "", "by_merchant", Decimal("10.01")),
+    ]
+    deposit, _fee, _sim, kept, not_prorated, sim_paid, *_rest, reserve = statement.lines
+    assert deposit.condition == "device_returned"
+    assert "returned" in deposit.rule
+    assert "did not reach" in kept.rule
+    assert "not prorated" in not_prorated.rule
+    assert "not refunded" in sim_paid.rule
+    assert reserve.due_on == date(2027, 5, 30)
+    assert "held back until 2027-05-30" in reserve.rule
+    assert reserve.rule.startswith("10% of the funds")
+    assert statement.net == Decimal("299.00") + 1 - 60 + 99 - Decimal("0.03") + Decimal(
+        "100.05"
+    ) - Decimal("10.01")
+
+
+def test_a_float_reserve_rate_is_refused():
+    # given / when / then
+    with pytest.raises(TypeError):
+        statement_build(
+            source=StatementInput(
+                as_of=date(2026, 12, 1),
+                unsettled_total=Decimal("1.00"),
+                reserve_rate=0.1,
+            )
+        )
+
+
+@pytest.mark.django_db
+def test_case_statement_applies_the_merchants_default_terms(settings):
+    # given a merchant whose default plan is a prorated 365.00 fee, paid a year
+    settings.CHARGEBACK_RESERVE_RATE = Decimal("0")
+    merchant = factories.MerchantFactory(
+        service_fee_annual=Decimal("365.00"),
+        service_fee_paid_until=date(2027, 1, 1),
+        service_fee_prorated=True,
+    )
+    own = factories.BindingFactory(merchant=merchant).terminal
+    own.service_fee_annual = Decimal("730.00")  # the terminal's own plan wins
+    own.save()
+    default = factories.BindingFactory(merchant=merchant).terminal
+    case = factories.CaseFactory(merchant=merchant, terminals=[own, default])
+
+    # when
+    statement = case_statement_with(case=case, as_of=date(2026, 12, 1))
+
+    # then 31 days are refunded at each terminal's rate
+    assert sorted(
+        (line.serial_number, line.amount) for line in statement.lines
+    ) == sorted(
+        [
+            (own.serial_number, Decimal("62.00")),
+            (default.serial_number, Decimal("31.00")),
+        ]
+    )
+
+
+def case_statement_with(*, case, as_of):
+    from cases.statements import case_statement_input
+
+    return statement_build(source=case_statement_input(case=case, as_of=as_of))
+
+
 @pytest.mark.django_db
 def test_case_statement_reads_deposits_unsettled_and_settled_funds():
     # given a case of two terminals, one with a deposit and unsettled payments
@@ -146,7 +312,8 @@ def test_case_statement_reads_deposits_unsettled_and_settled_funds():
 
     # then
     assert statement.to_merchant == Decimal("427.50")
-    assert statement.by_merchant == Decimal("0.00")
+    # 10% of the 128.50 of funds held back against chargebacks (settings)
+    assert statement.by_merchant == Decimal("12.85")
 
     # when the execution settled the funds
     case.settlement_total = Decimal("128.50")
@@ -154,7 +321,11 @@ def test_case_statement_reads_deposits_unsettled_and_settled_funds():
     settled = case_statement(case=case)
 
     # then the settled total replaces the unsettled sum
-    assert [line.kind for line in settled.lines] == ["deposit", "settled_funds"]
+    assert [line.kind for line in settled.lines] == [
+        "deposit",
+        "settled_funds",
+        "chargeback_reserve",
+    ]
     assert settled.to_merchant == Decimal("427.50")
 
 
@@ -209,8 +380,9 @@ def test_the_approval_confirmation_shows_the_statement(admin_client):
     assert page.status_code == HTTPStatus.OK
     assert 'id="statement"' in html
     assert 'data-amount="299.00"' in html
-    assert 'data-total="by_merchant">¥80.00' in html
-    assert 'data-total="net">¥538.00' in html
+    # the fees and 10% of the 20.00 of funds held back against chargebacks
+    assert 'data-total="by_merchant">¥82.00' in html
+    assert 'data-total="net">¥536.00' in html
 
 
 @pytest.mark.django_db
@@ -228,7 +400,7 @@ def test_the_assignee_states_the_fees_amount(reviewer):
     case.refresh_from_db()
     statement = case_statement(case=case)
     assert [line.kind for line in statement.lines][-1] == "fees"
-    assert statement.by_merchant == Decimal("80.00")
+    assert statement.by_merchant == Decimal("81.00")  # and the 1.00 reserve
     event = case.events.latest("pk")
     assert event.type == CaseEvent.Type.FEES_STATED
     assert event.payload == {"fees_amount": "80.00"}
@@ -287,4 +459,4 @@ def test_the_fees_amount_is_stated_from_the_case_page(client, reviewer):
     assert case.fees_amount == Decimal("80.50")
     page = client.get(case.get_tracking_path()).content.decode()
     assert 'data-line="fees"' in page
-    assert 'data-total="by_merchant">¥80.50' in page
+    assert 'data-total="by_merchant">¥81.50' in page  # and the 1.00 reserve

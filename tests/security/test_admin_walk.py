@@ -26,8 +26,10 @@ from cases.models import (
     Case,
     CaseEvent,
     CaseState,
+    CaseStatement,
     DeviceReturn,
     ExecutionStep,
+    FinanceItem,
     LegalHold,
     MerchantSignIn,
     Notification,
@@ -97,6 +99,13 @@ def _sample_data() -> dict:
     )
     LegalHold.objects.create(case=case, reason="walk", placed_by=reviewer)
     ReportExport.objects.create(kind=ReportExport.Kind.BINDING_CHANGES, actor=reviewer)
+    statement = CaseStatement.objects.create(
+        case=cases[CaseState.FAILED], version=1, data={"lines": []}
+    )
+    FinanceItem.objects.create(
+        case=statement.case, statement=statement, line=0, kind="deposit",
+        direction="to_merchant", amount="299.00", due_on=timezone.localdate(),
+    )  # fmt: skip
     factories.SettlementBatchFactory() if hasattr(
         factories, "SettlementBatchFactory"
     ) else None
