@@ -34,10 +34,22 @@ def document_preview_wanted(*, document: Document) -> bool:
 
 
 def document_preview_request(*, document_id: int) -> None:
-    """Queue the rendering of a document's preview after the current commit."""
-    transaction.on_commit(
-        lambda: tasks.document_preview_render_task.delay(document_id=document_id)
-    )
+    """Queue the rendering of a document's preview after the current commit.
+
+    With the broker down the filing still succeeds: the preview stays pending
+    and the next view of the case page queues it again.
+    """
+
+    def _queue() -> None:
+        try:
+            tasks.document_preview_render_task.delay(document_id=document_id)
+        except Exception:  # broker down: the case page queues it again later
+            logger.warning(
+                "broker unavailable; preview of document %s left for later",
+                document_id,
+            )
+
+    transaction.on_commit(_queue)
 
 
 def document_preview_for_page(*, document: Document) -> DocumentPreview | None:

@@ -40,6 +40,11 @@ def stored_files(root) -> list:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def document_files(root) -> list:
+    """The stored documents, without their rendered preview pages."""
+    return [p for p in stored_files(root) if p.relative_to(root).parts[0] != "previews"]
+
+
 def registry():
     merchant = factories.MerchantFactory(contact_email="contact@onfile.example.com")
     terminals = [factories.BindingFactory(merchant=merchant).terminal for _ in range(2)]
@@ -52,7 +57,7 @@ def assert_filed_once(case: Case, media_root) -> None:
     assert CaseTerminal.objects.filter(case=case).count() == 2
     documents = list(Document.objects.filter(case=case))
     assert len(documents) == 4
-    assert len(stored_files(media_root)) == 4
+    assert len(document_files(media_root)) == 4
     for document in documents:
         content = (media_root / document.file.name).read_bytes()
         assert hashlib.sha256(content).hexdigest() == document.sha256
