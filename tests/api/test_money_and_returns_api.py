@@ -173,6 +173,20 @@ def test_case_detail_reads_a_chain_in_the_same_queries_whatever_its_size(
     assert len(body["serial_numbers"]) == 50
 
 
+def test_the_case_list_carries_the_channel_but_not_the_costly_parts():
+    # given
+    client, _ = keyed_client(Scope.READ_CASES)
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+
+    # when
+    (row,) = client.get("/api/v1/cases/").json()["results"]
+
+    # then
+    assert row["reference"] == case.reference
+    assert row["channel"] == case.channel
+    assert not {"statement", "progress", "device_returns"} & set(row)
+
+
 # --- shipping a device back -------------------------------------------------------
 
 
