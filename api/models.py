@@ -17,6 +17,10 @@ class Scope(models.TextChoices):
     ACT_ON_CASES = "cases:act", _("Act on cases")
     # Push merchants, terminals and bindings from the provider's core.
     SYNC_REGISTRY = "registry:sync", _("Sync the registry")
+    # List finance items (refunds, deductions) and their states.
+    READ_FINANCE = "finance:read", _("Read finance items")
+    # Pay finance items, as the staff user the key is linked to (Finance group).
+    ACT_ON_FINANCE = "finance:act", _("Pay finance items")
 
 
 class APIKey(AbstractAPIKey):
@@ -30,7 +34,8 @@ class APIKey(AbstractAPIKey):
         default=list,
         blank=True,
         help_text=_(
-            "What this key may do: cases:read, cases:file, cases:act, registry:sync."
+            "What this key may do: cases:read, cases:file, cases:act, "
+            "registry:sync, finance:read, finance:act."
         ),
     )
     staff_user = models.ForeignKey(

@@ -8,3 +8,7 @@ class CaseCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class FinanceItemCursorPagination(CaseCursorPagination):
+    """Newest finance items first."""

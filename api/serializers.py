@@ -1,8 +1,19 @@
 """What the API shows of a case: personal data masked as on the staff pages."""
 
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from cases.models import Case, CaseState, Reason
+from cases.models import (
+    Case,
+    CaseChannel,
+    CaseState,
+    DeviceReturn,
+    DeviceReturnState,
+    FinanceItem,
+    Reason,
+)
+from cases.services.returns import TRACKING_NUMBER_RE
 from terminals.masking import mask_email, mask_phone
 
 
@@ -11,6 +22,7 @@ class CaseSerializer(serializers.ModelSerializer):
 
     state = serializers.ChoiceField(choices=CaseState.choices, read_only=True)
     reason = serializers.ChoiceField(choices=Reason.choices, read_only=True)
+    channel = serializers.ChoiceField(choices=CaseChannel.choices, read_only=True)
     merchant_id = serializers.CharField(source="merchant.merchant_id", read_only=True)
     serial_numbers = serializers.SerializerMethodField()
     replacement_serial_number = serializers.SerializerMethodField()
@@ -22,6 +34,7 @@ class CaseSerializer(serializers.ModelSerializer):
         fields = [
             "reference",
             "state",
+            "channel",
             "merchant_id",
             "serial_numbers",
             "reason",
@@ -54,6 +67,184 @@ class CaseSerializer(serializers.ModelSerializer):
 
     def get_applicant_email(self, case: Case) -> str:
         return mask_email(case.applicant_email)
+
+
+class StatementLineSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    direction = serializers.ChoiceField(choices=["to_merchant", "by_merchant"])
+    # Exact decimals as strings ("299.00"), never floats.
+    amount = serializers.CharField()
+    rule = serializers.CharField()
+    serial_number = serializers.CharField(allow_blank=True)
+    condition = serializers.CharField(allow_blank=True)
+    due_on = serializers.CharField(allow_blank=True)
+
+
+class StatementSerializer(serializers.Serializer):
+    """The case's final statement: the version frozen at approval, else the live one."""
+
+    version = serializers.IntegerField(
+        allow_null=True, help_text="null while the statement is not frozen yet"
+    )
+    frozen = serializers.BooleanField()
+    lines = StatementLineSerializer(many=True)
+    to_merchant = serializers.CharField()
+    by_merchant = serializers.CharField()
+    net = serializers.CharField(help_text="to the merchant; negative: owed by them")
+    notes = serializers.ListField(child=serializers.CharField())
+
+
+class ProgressSerializer(serializers.Serializer):
+    """How many of the case's terminals the execution unbound (chains)."""
+
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    pending = serializers.IntegerField()
+
+
+class DeviceReturnSerializer(serializers.ModelSerializer):
+    serial_number = serializers.CharField(source="terminal.serial_number")
+    state = serializers.ChoiceField(choices=DeviceReturnState.choices)
+    ship_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DeviceReturn
+        fields = [
+            "id",
+            "serial_number",
+            "state",
+            "due_at",
+            "courier",
+            "tracking_number",
+            "shipped_at",
+            "received_at",
+            "ship_url",
+        ]
+        read_only_fields = fields
+
+    def get_ship_url(self, device_return: DeviceReturn) -> str:
+        return (
+            f"/api/v1/cases/{device_return.case.reference}"
+            f"/returns/{device_return.pk}/ship/"
+        )
+
+
+class CaseDetailSerializer(CaseSerializer):
+    """One case with its statement, terminal progress and device returns.
+
+    The view reads them through the services (``context``): a constant number
+    of queries whatever the number of terminals.
+    """
+
+    statement = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    device_returns = serializers.SerializerMethodField()
+
+    class Meta(CaseSerializer.Meta):
+        fields = [
+            *CaseSerializer.Meta.fields,
+            "statement",
+            "progress",
+            "device_returns",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(StatementSerializer)
+    def get_statement(self, case: Case) -> dict:
+        statement = self.context["statement"]
+        data = statement.as_dict()
+        data.pop("rules_version", None)
+        return StatementSerializer(
+            {
+                **data,
+                "version": statement.version,
+                "frozen": statement.version is not None,
+            }
+        ).data
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, case: Case) -> dict:
+        progress = self.context["progress"]
+        return ProgressSerializer(
+            {
+                "total": progress.total,
+                "done": progress.done,
+                "failed": progress.failed,
+                "pending": progress.pending,
+            }
+        ).data
+
+    @extend_schema_field(DeviceReturnSerializer(many=True))
+    def get_device_returns(self, case: Case) -> list:
+        return DeviceReturnSerializer(self.context["device_returns"], many=True).data
+
+
+class FinanceItemSerializer(serializers.ModelSerializer):
+    """A refund or deduction finance acts on after completion."""
+
+    case_reference = serializers.CharField(source="case.reference")
+    direction = serializers.ChoiceField(choices=FinanceItem.Direction.choices)
+    state = serializers.ChoiceField(choices=FinanceItem.State.choices)
+    # Exact decimals as strings ("299.00"), never floats.
+    amount = serializers.DecimalField(
+        max_digits=14, decimal_places=2, coerce_to_string=True
+    )
+    needs_second_user = serializers.SerializerMethodField()
+    pay_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FinanceItem
+        fields = [
+            "id",
+            "case_reference",
+            "kind",
+            "serial_number",
+            "direction",
+            "amount",
+            "state",
+            "due_on",
+            "payment_reference",
+            "recorded_at",
+            "paid_at",
+            "needs_second_user",
+            "pay_url",
+        ]
+        read_only_fields = fields
+
+    def get_needs_second_user(self, item: FinanceItem) -> bool:
+        from cases.services.finance import needs_second_user
+
+        return needs_second_user(item)
+
+    def get_pay_url(self, item: FinanceItem) -> str:
+        return f"/api/v1/finance-items/{item.pk}/pay/"
+
+
+class FinanceItemPageSerializer(serializers.Serializer):
+    """One page of finance items; follow ``next`` for the following one."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = FinanceItemSerializer(many=True)
+
+
+class PaySerializer(serializers.Serializer):
+    payment_reference = serializers.CharField(max_length=100)
+
+
+class ShipSerializer(serializers.Serializer):
+    courier = serializers.CharField(max_length=60)
+    # The service's own pattern, so that both refuse the same numbers.
+    tracking_number = serializers.RegexField(
+        TRACKING_NUMBER_RE,
+        max_length=40,
+        error_messages={
+            "invalid": _(
+                "Enter the tracking number: 6 to 40 letters, digits or dashes."
+            )
+        },
+    )
 
 
 class BindingSerializer(serializers.Serializer):

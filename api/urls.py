@@ -28,6 +28,26 @@ urlpatterns = [
         name="case-action",
     ),
     path(
+        "v1/cases/<str:reference>/returns/<str:return_id>/ship/",
+        views.DeviceReturnShipView.as_view(),
+        name="device-return-ship",
+    ),
+    path(
+        "v1/finance-items/",
+        views.FinanceItemListView.as_view(),
+        name="finance-item-list",
+    ),
+    path(
+        "v1/finance-items/<str:item_id>/pay/",
+        views.FinanceItemPayView.as_view(),
+        name="finance-item-pay",
+    ),
+    path(
+        "v1/finance-items/<str:item_id>/confirm/",
+        views.FinanceItemConfirmView.as_view(),
+        name="finance-item-confirm",
+    ),
+    path(
         "v1/terminals/<str:serial_number>/binding/",
         views.BindingView.as_view(),
         name="binding",

@@ -24,23 +24,29 @@ from rest_framework.response import Response
 
 from api.base import KeyedAPIView
 from api.models import Scope
-from api.pagination import CaseCursorPagination
+from api.pagination import CaseCursorPagination, FinanceItemCursorPagination
 from api.problems import BadRecord, Conflict
 from api.registry import registry_sync
 from api.serializers import (
     ActionSerializer,
     BindingSerializer,
+    CaseDetailSerializer,
     CasePageSerializer,
     CaseSerializer,
     FiledSerializer,
     FilingSerializer,
+    FinanceItemPageSerializer,
+    FinanceItemSerializer,
+    PaySerializer,
+    ShipSerializer,
     VerifySerializer,
 )
 from cases.actions import STAFF_ACTIONS
 from cases.forms import CaseFilingForm
-from cases.models import Case, CaseState, CaseTerminal
+from cases.models import Case, CaseState, CaseTerminal, DeviceReturn, FinanceItem
 from cases.selectors import case_code_resend_wait_seconds
-from cases.services import intake, review
+from cases.services import finance, intake, returns, review
+from cases.services.chains import case_terminal_progress
 from cases.services.common import CaseActionError
 from config.client_address import client_address
 from config.throttling import throttle_hit
@@ -79,6 +85,10 @@ IDEMPOTENCY = OpenApiParameter(
 )
 
 
+def _path_id(name: str) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.INT, OpenApiParameter.PATH)
+
+
 def _cases():
     return Case.objects.select_related(
         "merchant", "replacement_terminal"
@@ -98,15 +108,46 @@ def _case_or_404(reference: str) -> Case:
     return case
 
 
+def _case_detail(case: Case) -> dict:
+    """Serialize ``case`` with its statement, progress and device returns.
+
+    Read through the services the pages use, each in a constant number of
+    queries whatever the number of terminals.
+    """
+    statement, _frozen = finance.case_statement_current(case=case)
+    context = {
+        "statement": statement,
+        "progress": case_terminal_progress(case=case),
+        "device_returns": list(
+            DeviceReturn.objects.filter(case=case)
+            .select_related("terminal", "case")
+            .order_by("pk")
+        ),
+    }
+    return CaseDetailSerializer(case, context=context).data
+
+
+def _pk(value: str) -> int | None:
+    """Read a primary key from a path: any other text is simply not found."""
+    return (
+        int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+    )
+
+
 class CaseDetailView(KeyedAPIView):
     required_scopes = {"GET": Scope.READ_CASES}
 
     @extend_schema(
-        operation_id="case_retrieve", responses={200: CaseSerializer, **ERRORS}
+        operation_id="case_retrieve", responses={200: CaseDetailSerializer, **ERRORS}
     )
     def get(self, request, reference: str):
-        """Return one case by its reference."""
-        return Response(CaseSerializer(_case_or_404(reference)).data)
+        """Return one case by its reference, with its statement and device returns.
+
+        ``statement`` is the version frozen at approval once there is one
+        (``version`` set), else the statement as it stands now (``version``
+        null); amounts are decimal strings in CNY.
+        """
+        return Response(_case_detail(_case_or_404(reference)))
 
 
 class CaseListView(KeyedAPIView):
@@ -415,3 +456,160 @@ class RegistrySyncView(KeyedAPIView):
                 {**result.imported.as_dict(), "conflicts": result.conflicts}
             ).data
         )
+
+
+class DeviceReturnShipView(KeyedAPIView):
+    """Record, for the merchant, that an unbound device was posted back.
+
+    Scope ``cases:file``: the calling system acts for the merchant, as the
+    merchant does on the tracking page (the same service, as the merchant).
+    """
+
+    required_scopes = {"POST": Scope.FILE_CASES}
+
+    @extend_schema(
+        operation_id="device_return_ship",
+        parameters=[IDEMPOTENCY, _path_id("return_id")],
+        request=ShipSerializer,
+        responses={200: CaseDetailSerializer, **POST_ERRORS},
+    )
+    def post(self, request, reference: str, return_id: str):
+        """Give the courier and tracking number of a device on its way back.
+
+        A device not expected back (already shipped, received, reported lost)
+        is a 409 and changes nothing.
+        """
+        case = _case_or_404(reference)
+        self.audit_reference = reference
+        pk = _pk(return_id)
+        device_return = (
+            DeviceReturn.objects.filter(pk=pk, case=case).first() if pk else None
+        )
+        if device_return is None:
+            raise NotFound(_("This case has no such device return."))
+        serializer = ShipSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        returns.device_return_ship(
+            return_id=device_return.pk,
+            courier=serializer.validated_data["courier"],
+            tracking_number=serializer.validated_data["tracking_number"],
+            actor="merchant",
+            client_ip=client_address(request),
+        )
+        return Response(_case_detail(_case_or_404(reference)))
+
+
+class _FinanceFilters(serializers.Serializer):
+    state = serializers.ChoiceField(choices=FinanceItem.State.choices, required=False)
+    overdue = serializers.BooleanField(required=False, default=False)
+    case = serializers.CharField(max_length=40, required=False)
+    cursor = serializers.CharField(required=False)
+    page_size = serializers.IntegerField(required=False, min_value=1)
+
+
+class FinanceItemListView(KeyedAPIView):
+    required_scopes = {"GET": Scope.READ_FINANCE}
+
+    @extend_schema(
+        operation_id="finance_item_list",
+        parameters=[
+            OpenApiParameter("state", OpenApiTypes.STR, enum=FinanceItem.State.values),
+            OpenApiParameter(
+                "overdue",
+                OpenApiTypes.BOOL,
+                description="Refunds unpaid FINANCE_REFUND_OVERDUE_DAYS after due.",
+            ),
+            OpenApiParameter("case", OpenApiTypes.STR, description="case reference"),
+            OpenApiParameter("cursor", OpenApiTypes.STR),
+            OpenApiParameter("page_size", OpenApiTypes.INT),
+        ],
+        responses={200: FinanceItemPageSerializer, **ERRORS},
+    )
+    def get(self, request):
+        """List finance items, newest first, filtered as in the admin."""
+        params = _FinanceFilters(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        queryset = (
+            finance.finance_items_overdue()
+            if data.get("overdue")
+            else FinanceItem.objects.all()
+        )
+        queryset = queryset.select_related("case")
+        if data.get("state"):
+            queryset = queryset.filter(state=data["state"])
+        if data.get("case"):
+            queryset = queryset.filter(case__reference=data["case"])
+        paginator = FinanceItemCursorPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(
+            FinanceItemSerializer(page, many=True).data
+        )
+
+
+def _finance_item_or_404(item_id: str) -> FinanceItem:
+    pk = _pk(item_id)
+    item = (
+        FinanceItem.objects.select_related("case").filter(pk=pk).first() if pk else None
+    )
+    if item is None:
+        raise NotFound(_("There is no such finance item."))
+    return item
+
+
+def _finance_actor(request):
+    actor = request.auth.staff_user
+    if actor is None:
+        raise PermissionDenied(_("This API key is not linked to a staff user."))
+    return actor
+
+
+class FinanceItemPayView(KeyedAPIView):
+    required_scopes = {"POST": Scope.ACT_ON_FINANCE}
+
+    @extend_schema(
+        operation_id="finance_item_pay",
+        parameters=[IDEMPOTENCY, _path_id("item_id")],
+        request=PaySerializer,
+        responses={200: FinanceItemSerializer, **POST_ERRORS},
+    )
+    def post(self, request, item_id: str):
+        """Mark the item paid, as the staff user the key is linked to.
+
+        The same service as the admin: only the Finance group pays; above
+        FINANCE_DUAL_CONTROL_ABOVE the payment is only recorded (``recorded``)
+        and a different Finance user confirms it in the admin (maker-checker).
+        """
+        actor = _finance_actor(request)
+        item = _finance_item_or_404(item_id)
+        self.audit_reference = item.case.reference or ""
+        serializer = PaySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item = finance.finance_item_pay(
+            item_id=item.pk,
+            actor=actor,
+            reference=serializer.validated_data["payment_reference"],
+        )
+        return Response(FinanceItemSerializer(item).data)
+
+
+class FinanceItemConfirmView(KeyedAPIView):
+    required_scopes = {"POST": Scope.ACT_ON_FINANCE}
+
+    @extend_schema(
+        operation_id="finance_item_confirm",
+        parameters=[IDEMPOTENCY, _path_id("item_id")],
+        request=None,
+        responses={200: FinanceItemSerializer, **POST_ERRORS},
+    )
+    def post(self, request, item_id: str):
+        """Confirm a payment another Finance user recorded (maker-checker).
+
+        As the staff user the key is linked to; the user who recorded the
+        payment is refused (403), as in the admin.
+        """
+        actor = _finance_actor(request)
+        item = _finance_item_or_404(item_id)
+        self.audit_reference = item.case.reference or ""
+        item = finance.finance_item_confirm(item_id=item.pk, actor=actor)
+        return Response(FinanceItemSerializer(item).data)
