@@ -542,6 +542,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several resources have a "state": each choice set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStateEnum": "cases.models.CaseState",
+        "DeviceReturnStateEnum": "cases.models.DeviceReturnState",
+        "FinanceItemStateEnum": "cases.models.FinanceItem.State",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.add_links",
