@@ -467,9 +467,20 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
         return cleaned
 
     def filing(
-        self, *, language: str, client_ip: str | None, submission_key: str = ""
+        self,
+        *,
+        language: str,
+        client_ip: str | None,
+        submission_key: str = "",
+        channel: str = "web",
+        filed_by=None,
     ) -> intake.CaseFiling:
-        """Return what the merchant filed, for ``intake.case_file`` (a valid form)."""
+        """Return what was filed, for ``intake.case_file`` (a valid form).
+
+        ``channel`` and ``filed_by`` name how it reached us and the staff member
+        who filed it for the merchant (phone, branch, agent); the web form and
+        the API leave the defaults.
+        """
         data = self.cleaned_data
         return intake.CaseFiling(
             merchant=self.merchant,
@@ -488,6 +499,8 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
             client_ip=client_ip,
             submission_key=submission_key,
             uploads=self.uploads,
+            channel=channel,
+            filed_by=filed_by,
         )
 
 

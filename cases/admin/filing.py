@@ -98,25 +98,11 @@ def case_file_for_merchant_view(model_admin, request: HttpRequest):
     if request.method == "POST":
         form = StaffFilingForm(request.POST, request.FILES, user=request.user)
         if form.is_valid():
-            data = form.cleaned_data
-            filing = intake.CaseFiling(
-                merchant=form.merchant,
-                terminals=form.terminals,
-                uscc=data["uscc"],
-                legal_rep_name=data["legal_rep_name"],
-                applicant_name=data["applicant_name"],
-                applicant_is_legal_rep=data["applicant_is_legal_rep"],
-                applicant_phone=data["applicant_phone"],
-                applicant_email=data["applicant_email"],
-                reason=data["reason"],
-                reason_detail=data["reason_detail"],
-                close_account=data["close_account"],
-                replacement_terminal=form.replacement_terminal,
+            filing = form.filing(
                 language=request.LANGUAGE_CODE or settings.LANGUAGE_CODE,
                 client_ip=client_address(request),
-                uploads=form.uploads,
                 channel=staff_filing.filing_channel_for(
-                    user=request.user, chosen=data.get("channel", "")
+                    user=request.user, chosen=form.cleaned_data.get("channel", "")
                 ),
                 filed_by=request.user,
             )
