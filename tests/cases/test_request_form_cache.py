@@ -7,6 +7,16 @@ import pytest
 from django.test import Client
 from django.test.signals import template_rendered
 from django.urls import reverse
+from django.utils import translation
+
+
+@pytest.fixture(autouse=True)
+def _language_restored():
+    """The requests below activate a language in this thread; later tests need theirs."""
+    language = translation.get_language()
+    yield
+    translation.activate(language)
+
 
 KEY = re.compile(r'name="submission_key" value="([^"]+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
