@@ -469,11 +469,13 @@ def main() -> None:
     body = f"""
 {args.cases} approved cases (one bound terminal with {TRANSACTIONS_PER_TERMINAL}
 transactions each) queued at once, then executed by one `celery worker --pool
-prefork -c N` over Redis on PostgreSQL consuming the `execution` queue (all seven
-steps, each its own committed transaction), then the queued e-mails sent by a
-worker of the same size consuming `notifications`, over SMTP to an aiosmtpd sink
-on loopback ({mails_per_case} per case: the merchant's completion notice and one per
-department, each with the CSV export attached). Each rate is measured from the
+prefork -c N` over Redis on PostgreSQL consuming the `execution` queue (every
+step; with the local connector the start commits, then all the steps together,
+each in its savepoint), then the queued e-mails sent by a worker of the same size
+consuming `notifications` (one batch task per case, its notices over one SMTP
+connection), over SMTP to an aiosmtpd sink on loopback ({mails_per_case} per case:
+the merchant's completion notice and one per department, each with the CSV export
+attached). Each rate is measured from the
 worker being ready to the last case completed / the last e-mail received. The
 worker shares the machine's 2 cores with PostgreSQL, Redis, the sink and this
 script; "end to end" is cases / (execution time + e-mail time).

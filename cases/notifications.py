@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import DatabaseError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
@@ -159,10 +159,33 @@ def notification_queue_many(*, notifications: list[Notification]) -> list[Notifi
             dedupe_key__in=[n.dedupe_key for n in notifications]
         ).order_by("pk")
     )
-    for row in rows:
-        if row.status == Notification.Status.PENDING:
-            notification_dispatch(notification_id=row.pk)
+    pending = [row.pk for row in rows if row.status == Notification.Status.PENDING]
+    if len(pending) == 1:
+        notification_dispatch(notification_id=pending[0])
+    elif pending:
+        notifications_dispatch_batch(notification_ids=pending)
     return rows
+
+
+def notifications_dispatch_batch(*, notification_ids: list[int]) -> None:
+    """Queue one task sending these notices over one SMTP connection, after commit.
+
+    If the broker is down the rows stay pending and the sweeper re-queues
+    each of them.
+    """
+    ids = list(notification_ids)
+
+    def _send() -> None:
+        try:
+            tasks.notifications_send_batch_task.delay(notification_ids=ids)
+        except Exception:  # broker unreachable: the outbox sweeper re-queues
+            logger.warning(
+                "broker unavailable; notifications %s left for the sweeper",
+                ids,
+                exc_info=True,
+            )
+
+    transaction.on_commit(_send)
 
 
 def notification_dispatch(*, notification_id: int) -> None:
@@ -242,11 +265,12 @@ def _attach_document(message: EmailMultiAlternatives, document_id: int) -> None:
         message.attach(document.original_name, fh.read(), document.content_type)
 
 
-def notification_send(*, notification_id: int) -> bool:
+def notification_send(*, notification_id: int, connection=None) -> bool:
     """Send one pending notice once; return True if it was sent by this call.
 
     The row is locked while sending so two deliveries of the task cannot both
     send it. SMTP errors are recorded and re-raised for the task to retry.
+    ``connection``: an open e-mail backend to send over (a batch shares one).
     """
     error: Exception | None = None
     with transaction.atomic():
@@ -264,6 +288,8 @@ def notification_send(*, notification_id: int) -> bool:
                 message = sms_message(notification)
             else:
                 message = notification_message_build(notification)
+                if connection is not None:
+                    message.connection = connection
             message.send(fail_silently=False)
         except Exception as exc:  # SMTP, socket and template errors alike
             error = exc
@@ -297,6 +323,46 @@ def notification_send(*, notification_id: int) -> bool:
 
 class NotificationDeliveryError(Exception):
     """The mail server did not take the message; worth retrying."""
+
+
+def notifications_send_batch(*, notification_ids: list[int]) -> dict[str, list[int]]:
+    """Send several pending notices over one SMTP connection, each at most once.
+
+    Each notice is sent as ``notification_send`` sends it: in its own
+    transaction, its row locked, its attempt and error recorded. A notice the
+    server refuses is left pending for its own retry (returned in
+    ``failed``); the connection is then opened afresh for the next one.
+    Return the ids ``sent`` by this call and the ids that ``failed``.
+    """
+    sent: list[int] = []
+    failed: list[int] = []
+    connection = None
+    try:
+        for notification_id in notification_ids:
+            if connection is None:
+                connection = get_connection(fail_silently=False)
+                # Opened here, so each send leaves it open for the next one.
+                connection.open()
+            try:
+                if notification_send(
+                    notification_id=notification_id, connection=connection
+                ):
+                    sent.append(notification_id)
+            except NotificationDeliveryError:
+                failed.append(notification_id)
+                _close_quietly(connection)
+                connection = None
+    finally:
+        if connection is not None:
+            _close_quietly(connection)
+    return {"sent": sent, "failed": failed}
+
+
+def _close_quietly(connection) -> None:
+    try:
+        connection.close()
+    except Exception:  # a dead connection is dropped all the same
+        logger.debug("closing the e-mail connection failed", exc_info=True)
 
 
 def notification_retry_scheduled(*, notification_id: int, countdown: float) -> None:

@@ -53,6 +53,32 @@ def notification_send_task(self, *, notification_id: int) -> bool:
 
 
 @shared_task(
+    acks_late=True, reject_on_worker_lost=True, soft_time_limit=120, time_limit=150
+)
+def notifications_send_batch_task(*, notification_ids: list[int]) -> dict:
+    """Send a batch of notices over one SMTP connection; retry the refused one by one."""
+    from cases.notifications import (
+        notification_retry_scheduled,
+        notifications_send_batch,
+    )
+
+    done = notifications_send_batch(notification_ids=notification_ids)
+    for notification_id in done["failed"]:
+        countdown = _backoff(
+            base=settings.NOTIFICATION_RETRY_BACKOFF,
+            maximum=settings.NOTIFICATION_RETRY_BACKOFF_MAX,
+            retries=0,
+        )
+        notification_retry_scheduled(
+            notification_id=notification_id, countdown=countdown
+        )
+        notification_send_task.apply_async(
+            kwargs={"notification_id": notification_id}, countdown=countdown
+        )
+    return done
+
+
+@shared_task(
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,

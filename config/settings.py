@@ -364,6 +364,7 @@ CELERY_TASK_QUEUES = (Queue("default"), Queue("execution"), Queue("notifications
 CELERY_TASK_ROUTES = {
     "cases.tasks.case_execute_task": {"queue": "execution"},
     "cases.tasks.notification_send_task": {"queue": "notifications"},
+    "cases.tasks.notifications_send_batch_task": {"queue": "notifications"},
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "cases.tasks.outbox_sweep_task", "schedule": 60.0},

@@ -54,6 +54,9 @@ def core_breaker() -> CircuitBreaker:
 class HTTPConnector:
     """Ask the core first; once it has done a step, mirror it on the local registry."""
 
+    # A remote call per step: each step commits on its own.
+    remote = True
+
     def __init__(self) -> None:
         if not settings.CORE_URL:
             raise ConnectorUnavailable("CORE_URL is not set")

@@ -39,6 +39,10 @@ def case_export_storage_name(case: Case) -> str:
 class LocalConnector:
     """Carry out the steps on the local registry; nothing is ever pending."""
 
+    # No remote call separates the steps: the execution commits them together
+    # (``cases.services.execution``). A subclass that calls out sets True.
+    remote = False
+
     def verify_bindings(self, operation: Operation) -> StepOutcome:
         """Nothing more: the execution step checked the local registry itself."""
         return StepOutcome()

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -208,6 +208,14 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
         elif case.state != CaseState.EXECUTING:
             return ExecutionOutcome.SKIPPED
         steps = _steps_prepare(case=case)
+    # With no remote call between them (the local connector), the steps commit
+    # together: one transaction for the start, one for every step. Each step
+    # still runs in its own savepoint, so a failing step is rolled back alone
+    # and the case fails at it with the steps before it done; a crash or a
+    # transient error rolls the whole group back and the next run starts it
+    # again (every effect is idempotent). A remote connector keeps one
+    # committed transaction per step, so a step the core did is never lost.
+    grouped = not getattr(connectors.connector_get(), "remote", True)
     terminals = [
         link.terminal
         for link in CaseTerminal.objects.filter(case=case)
@@ -218,20 +226,33 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
     # Counted once per run: every step's idempotency key carries it.
     retry_round = _retry_round(case)
     delay = float(getattr(settings, "EXECUTION_STEP_DELAY", 0) or 0)
-    for step in steps:
-        if step.status in (ExecutionStep.Status.DONE, ExecutionStep.Status.SKIPPED):
-            continue
-        if delay:  # test hook: widen the window for crash tests
-            time.sleep(delay)
-        stopped = _step_run(
-            case=case,
-            step=step,
-            terminals=terminals,
-            results=results,
-            retry_round=retry_round,
-        )
-        if stopped is not None:
-            return stopped
+    current: ExecutionStep | None = None
+    try:
+        with transaction.atomic() if grouped else nullcontext():
+            for step in steps:
+                if step.status in (
+                    ExecutionStep.Status.DONE,
+                    ExecutionStep.Status.SKIPPED,
+                ):
+                    continue
+                if delay:  # test hook: widen the window for crash tests
+                    time.sleep(delay)
+                current = step
+                stopped = _step_run(
+                    case=case,
+                    step=step,
+                    terminals=terminals,
+                    results=results,
+                    retry_round=retry_round,
+                    grouped=grouped,
+                )
+                if stopped is not None:
+                    return stopped
+    except TRANSIENT_ERRORS as exc:
+        if grouped and current is not None:
+            # Recorded after the group rolled back, so the note stays.
+            _step_note_error(step=current, error=exc)
+        raise
     return ExecutionOutcome.COMPLETED
 
 
@@ -267,8 +288,13 @@ def _step_run(
     terminals: list[Terminal],
     results: dict[str, dict],
     retry_round: int = 0,
+    grouped: bool = False,
 ) -> ExecutionOutcome | None:
-    """Run one step with its row in one transaction; return why the run stops, if it does."""
+    """Run one step with its row in one transaction; return why the run stops, if it does.
+
+    ``grouped``: the step runs inside the run's transaction (a savepoint);
+    a transient error is recorded by the caller once that rolled back.
+    """
     now = timezone.now()
     try:
         run = STEP_FUNCTIONS[step.step]
@@ -311,7 +337,8 @@ def _step_run(
         _step_wait(case=case, step=step, reference=pending.reference)
         return ExecutionOutcome.WAITING
     except TRANSIENT_ERRORS as exc:
-        _step_note_error(step=step, error=exc)
+        if not grouped:
+            _step_note_error(step=step, error=exc)
         raise
     except Exception as exc:
         logger.warning("case %s failed at step %s: %s", case.pk, step.step, exc)

@@ -24,6 +24,9 @@ class RecordingCore(LocalConnector):
 
     calls: list[tuple[str, str, list[str]]] = []
     refuse: set[str] = set()
+    # A remote core: each batch commits on its own (the local connector
+    # commits the steps together).
+    remote = True
 
     def unbind(self, operation) -> StepOutcome:
         serials = [t.serial_number for t in operation.terminals]

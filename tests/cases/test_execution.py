@@ -504,3 +504,93 @@ def test_a_second_worker_finds_the_case_busy_and_exits():
     case.refresh_from_db()
     assert case.state == CaseState.APPROVED
     assert not ExecutionStep.objects.filter(case=case).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_local_connector_commits_a_case_in_at_most_two_transactions(monkeypatch):
+    # given: a case whose every step runs on the local registry; the e-mails
+    # go to the broker (not sent in this process, as on a real worker)
+    from cases import tasks
+
+    queued = []
+    for task in (tasks.notification_send_task, tasks.notifications_send_batch_task):
+        monkeypatch.setattr(task, "delay", lambda **kw: queued.append(kw))
+    case = approved_case(terminals=2)
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        outcome = case_execute(case_id=case.pk)
+
+    # then: the start, then every step together
+    assert outcome == ExecutionOutcome.COMPLETED
+    commits = [q["sql"] for q in queries if q["sql"].startswith("COMMIT")]
+    assert len(commits) <= 2, len(commits)
+    assert set(step_statuses(case).values()) <= {"done", "skipped"}
+    assert CaseEvent.objects.filter(case=case, transition="complete").exists()
+    assert Notification.objects.filter(case=case).count() >= 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_step_keeps_the_steps_before_it_done_when_grouped():
+    # given: the terminal is rebound elsewhere after the settle step's check
+    case = approved_case(terminals=1)
+
+    def refused(**kwargs):
+        raise execution.ExecutionError("refused by the registry")
+
+    # when
+    real = execution.STEP_FUNCTIONS[Step.UNBIND]
+    execution.STEP_FUNCTIONS[Step.UNBIND] = refused
+    try:
+        outcome = case_execute(case_id=case.pk)
+    finally:
+        execution.STEP_FUNCTIONS[Step.UNBIND] = real
+
+    # then: the steps before it committed, the case failed at it, with its audit
+    case.refresh_from_db()
+    assert outcome == ExecutionOutcome.FAILED
+    assert case.state == CaseState.FAILED
+    assert case.failure_step == Step.UNBIND
+    statuses = step_statuses(case)
+    assert statuses[Step.SETTLE] == statuses[Step.EXPORT] == "done"
+    assert statuses[Step.UNBIND] == "failed"
+    assert SettlementBatch.objects.count() == 1
+    assert CaseEvent.objects.filter(case=case, transition="fail").exists()
+    assert Binding.objects.active().filter(merchant=case.merchant).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_crash_in_the_grouped_steps_leaves_nothing_half_done_and_resumes():
+    # given: the database is lost at the export step
+    case = approved_case(terminals=1)
+
+    def lost(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    real = execution.STEP_FUNCTIONS[Step.EXPORT]
+    execution.STEP_FUNCTIONS[Step.EXPORT] = lost
+    try:
+        with pytest.raises(OperationalError):
+            case_execute(case_id=case.pk)
+    finally:
+        execution.STEP_FUNCTIONS[Step.EXPORT] = real
+
+    # then: the settle step rolled back with it, the error is on the step
+    case.refresh_from_db()
+    assert case.state == CaseState.EXECUTING
+    assert SettlementBatch.objects.count() == 0
+    export = case.steps.get(step=Step.EXPORT)
+    assert (export.status, export.attempts) == ("pending", 1)
+    assert "server closed" in export.error
+
+    # when: the task runs again
+    outcome = case_execute(case_id=case.pk)
+
+    # then: everything done once
+    case.refresh_from_db()
+    assert outcome == ExecutionOutcome.COMPLETED
+    assert case.state == CaseState.COMPLETED
+    assert SettlementBatch.objects.count() == 1

@@ -5,6 +5,7 @@ registry and in the inboxes happen exactly once when tasks are duplicated,
 workers die, Redis goes away or the mail server refuses mail for a while.
 """
 
+import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -165,14 +166,16 @@ def test_execution_task_delivered_twice_has_its_effects_once(
 def test_worker_killed_mid_case_is_completed_by_a_new_worker(
     start_worker, smtp, departments, reviewer, approver, settings
 ):
-    # given: a worker slow enough to be killed between two steps
+    # given: a worker slow enough to be killed between two steps (with the
+    # local connector the steps commit together: killed once it started them)
     doomed = start_worker("doomed", EXECUTION_STEP_DELAY="1.0")
     case = case_awaiting_approval(reviewer)
     case_transition(case_id=case.pk, name="approve", actor=approver)
     wait_for(
-        lambda: case.steps.filter(step=Step.SETTLE, status="done").exists(),
-        what="the settle step",
+        lambda: case.steps.filter(step=Step.VERIFY_BINDINGS).exists(),
+        what="the start of the execution",
     )
+    time.sleep(1.5)  # inside the steps' transaction, between two steps
 
     # when: SIGKILL the worker and its pool child, start another, sweep
     doomed.kill()
