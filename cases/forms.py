@@ -510,21 +510,37 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+class OneTimeCodeField(forms.CharField):
+    """The 6-digit code sent to a contact on file (identity check, sign-in)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_length", 6)
+        kwargs.setdefault("max_length", 6)
+        kwargs.setdefault(
+            "widget",
+            forms.TextInput(
+                attrs={
+                    "inputmode": "numeric",
+                    "autocomplete": "one-time-code",
+                    "pattern": "[0-9]{6}",
+                    "autofocus": True,
+                }
+            ),
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, value) -> str:
+        code = super().clean(value)
+        if not re.fullmatch(r"\d{6}", code):
+            raise ValidationError(_("The code is 6 digits."))
+        return code
+
+
 class VerifyForm(DecodedTextMixin, forms.Form):
-    code = forms.CharField(
+    code = OneTimeCodeField(
         label=_("Verification code"),
-        min_length=6,
-        max_length=6,
         help_text=_(
             "The 6 digits we e-mailed to the merchant's contact address on file."
-        ),
-        widget=forms.TextInput(
-            attrs={
-                "inputmode": "numeric",
-                "autocomplete": "one-time-code",
-                "pattern": "[0-9]{6}",
-                "autofocus": True,
-            }
         ),
     )
 
@@ -533,12 +549,6 @@ class VerifyForm(DecodedTextMixin, forms.Form):
         self.helper = FormHelper()
         self.helper.form_id = "verify-form"
         self.helper.add_input(Submit("submit", _("Verify")))
-
-    def clean_code(self) -> str:
-        code = self.cleaned_data["code"].strip()
-        if not re.fullmatch(r"\d{6}", code):
-            raise ValidationError(_("The code is 6 digits."))
-        return code
 
 
 class RespondForm(DecodedTextMixin, UploadsMixin, forms.Form):

@@ -1,13 +1,11 @@
 """Forms of the merchant page: the sign-in request and the code."""
 
-import re
-
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import Submit
 from django import forms
-from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from cases.forms import OneTimeCodeField
 from cases.models import MerchantSignIn
 from config.forms import DecodedTextMixin
 
@@ -45,28 +43,10 @@ class MerchantSignInForm(DecodedTextMixin, forms.Form):
 
 
 class MerchantCodeForm(DecodedTextMixin, forms.Form):
-    code = forms.CharField(
-        label=_("Sign-in code"),
-        min_length=6,
-        max_length=6,
-        widget=forms.TextInput(
-            attrs={
-                "inputmode": "numeric",
-                "autocomplete": "one-time-code",
-                "pattern": "[0-9]{6}",
-                "autofocus": True,
-            }
-        ),
-    )
+    code = OneTimeCodeField(label=_("Sign-in code"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
         self.helper.form_id = "merchant-code-form"
         self.helper.add_input(Submit("submit", _("Sign in")))
-
-    def clean_code(self) -> str:
-        code = self.cleaned_data["code"].strip()
-        if not re.fullmatch(r"\d{6}", code):
-            raise ValidationError(_("The code is 6 digits."))
-        return code
