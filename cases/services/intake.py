@@ -579,29 +579,38 @@ def case_verify(*, case_id: int, code: str, client_ip: str | None = None) -> str
             if case.code_attempts >= settings.CASE_VERIFICATION_MAX_ATTEMPTS:
                 return VerificationResult.LOCKED
             return VerificationResult.WRONG
-        case.code_hash = ""
-        case.code_expires_at = None
-        case.submitted_at = now
-        case.review_due_at = now + settings.CASE_REVIEW_DUE
-        case_apply_transition(
-            case=case,
-            name="verify",
-            actor="merchant",
-            client_ip=client_ip,
-            update_fields=(
-                "code_hash",
-                "code_expires_at",
-                "submitted_at",
-                "review_due_at",
-            ),
-        )
-        notification_queue(
-            kind=Notification.Kind.RECEIPT,
-            recipients=case_recipients(case),
-            case=case,
-            dedupe_key=f"case:{case.pk}:receipt",
-        )
+        case_verified_submit(case=case, actor="merchant", client_ip=client_ip, now=now)
     return VerificationResult.OK
+
+
+def case_verified_submit(*, case: Case, actor, client_ip: str | None, now) -> None:
+    """Put a case whose identity was verified into the review queue, with its receipt.
+
+    Call inside the transaction that holds the case's lock: by the code the
+    merchant entered, or by staff's offline identity check.
+    """
+    case.code_hash = ""
+    case.code_expires_at = None
+    case.submitted_at = now
+    case.review_due_at = now + settings.CASE_REVIEW_DUE
+    case_apply_transition(
+        case=case,
+        name="verify",
+        actor=actor,
+        client_ip=client_ip,
+        update_fields=(
+            "code_hash",
+            "code_expires_at",
+            "submitted_at",
+            "review_due_at",
+        ),
+    )
+    notification_queue(
+        kind=Notification.Kind.RECEIPT,
+        recipients=case_recipients(case),
+        case=case,
+        dedupe_key=f"case:{case.pk}:receipt",
+    )
 
 
 def case_resend_code(*, case_id: int, client_ip: str | None = None) -> bool:

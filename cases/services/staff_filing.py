@@ -15,7 +15,6 @@ An agent (代理商) files only for the merchants the admin linked to it
 
 import logging
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -28,11 +27,14 @@ from cases.models import (
     CaseChannel,
     CaseState,
     Document,
-    Notification,
 )
-from cases.notifications import case_recipients, notification_queue
-from cases.services.common import CaseActionError, case_apply_transition, case_lock
-from cases.services.intake import STORAGE_FAILED_FILING, _discard
+from cases.services.common import CaseActionError, case_lock
+from cases.services.intake import (
+    STORAGE_FAILED_FILING,
+    _delete_stored,
+    _discard,
+    case_verified_submit,
+)
 from cases.uploads import CleanUpload
 from terminals.models import Merchant
 
@@ -120,37 +122,11 @@ def case_identity_check_record(
                 document_ids=[d.pk for d in documents],
                 client_ip=client_ip,
             )
-            now = timezone.now()
-            case.code_hash = ""
-            case.code_expires_at = None
-            case.submitted_at = now
-            case.review_due_at = now + settings.CASE_REVIEW_DUE
-            case_apply_transition(
-                case=case,
-                name="verify",
-                actor=actor,
-                client_ip=client_ip,
-                update_fields=(
-                    "code_hash",
-                    "code_expires_at",
-                    "submitted_at",
-                    "review_due_at",
-                ),
-            )
-            notification_queue(
-                kind=Notification.Kind.RECEIPT,
-                recipients=case_recipients(case),
-                case=case,
-                dedupe_key=f"case:{case.pk}:receipt",
+            case_verified_submit(
+                case=case, actor=actor, client_ip=client_ip, now=timezone.now()
             )
     except BaseException:
-        from django.core.files.storage import default_storage
-
-        for _upload, name in stored:
-            try:
-                default_storage.delete(name)
-            except OSError:
-                logger.error("could not delete %s", name)
+        _delete_stored([("", upload, name) for upload, name in stored])
         raise
     finally:
         _discard([("", upload) for upload in evidence])
