@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import DatabaseError, transaction
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
@@ -184,8 +185,24 @@ def notifications_dispatch_batch(*, notification_ids: list[int]) -> None:
                 ids,
                 exc_info=True,
             )
+            notifications_unqueued(notification_ids=ids)
 
     transaction.on_commit(_send)
+
+
+def notifications_unqueued(*, notification_ids: list[int]) -> None:
+    """Mark pending notices whose dispatch failed as never queued.
+
+    The broker refused them, so no worker has them: clearing ``queued_at``
+    lets the next sweep (every minute) take them at once instead of waiting
+    out ``OUTBOX_SWEEP_AFTER`` as if a worker were sending them.
+    """
+    try:
+        Notification.objects.filter(
+            pk__in=notification_ids, status=Notification.Status.PENDING
+        ).update(queued_at=None)
+    except DatabaseError:  # the stamp stays; the sweeper still comes, later
+        logger.warning("could not clear the queue stamp of %s", notification_ids)
 
 
 def notification_dispatch(*, notification_id: int) -> None:
@@ -203,6 +220,7 @@ def notification_dispatch(*, notification_id: int) -> None:
                 notification_id,
                 exc_info=True,
             )
+            notifications_unqueued(notification_ids=[notification_id])
 
     transaction.on_commit(_send)
 
@@ -427,12 +445,14 @@ def notification_resend(*, notification: Notification) -> Notification | None:
 
 
 def notifications_due(*, older_than: datetime) -> list[int]:
-    """Ids of pending notices handed to the broker before ``older_than``."""
+    """Ids of pending notices handed to the broker before ``older_than``,
+    or never handed to it (the broker refused them)."""
     return list(
         Notification.objects.filter(
-            status=Notification.Status.PENDING, queued_at__lt=older_than
+            Q(queued_at__lt=older_than) | Q(queued_at__isnull=True),
+            status=Notification.Status.PENDING,
         )
-        .order_by("queued_at", "pk")
+        .order_by(F("queued_at").asc(nulls_first=True), "pk")
         .values_list("pk", flat=True)[:SWEEP_BATCH_SIZE]
     )
 

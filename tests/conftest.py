@@ -87,3 +87,18 @@ def _clear_cache():
 def media_root(_private_media_root):
     """The private document storage directory of this test."""
     return _private_media_root
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Start and end every test in the site's default language.
+
+    Code under test may activate the merchant's language (e-mails, SMS) and a
+    test client request activates the request's; neither may leak into the
+    next test's strings.
+    """
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)

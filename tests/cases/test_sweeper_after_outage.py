@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from cases.models import Case, CaseState
+from cases.models import Case, CaseState, Notification
+from cases.notifications import notification_queue
 from cases.services import housekeeping, review
 from tests import factories
 from tests.integration.harness import celery_broker
@@ -97,3 +98,58 @@ def test_a_dispatched_approval_is_not_swept_again_within_the_grace_period(
 
     # then: a case that was queued is left to its worker
     assert swept["cases"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_notice_the_broker_refused_is_sent_by_the_next_sweep(
+    settings, mailoutbox, django_capture_on_commit_callbacks
+):
+    # given: a notice queued while the broker is down
+    settings.OUTBOX_SWEEP_AFTER = timedelta(minutes=2)
+    settings.NOTIFICATION_CHANNELS = ["email"]
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+    with (
+        celery_broker(BROKER_DOWN),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        notice = notification_queue(
+            kind=Notification.Kind.RECEIPT,
+            recipients=["shop@example.com"],
+            dedupe_key=f"receipt:{case.pk}",
+            case=case,
+        )
+    notice.refresh_from_db()
+    assert notice.status == Notification.Status.PENDING
+    assert notice.queued_at is None  # refused, so not waiting on a worker
+    assert mailoutbox == []
+
+    # when: the broker is back (in-process here) and the sweeper passes a
+    # minute later, well inside OUTBOX_SWEEP_AFTER
+    with django_capture_on_commit_callbacks(execute=True):
+        swept = housekeeping.outbox_sweep(now=timezone.now() + timedelta(minutes=1))
+
+    # then: sent now, once
+    notice.refresh_from_db()
+    assert swept["notifications"] == 1
+    assert notice.status == Notification.Status.SENT
+    assert [m.to for m in mailoutbox] == [["shop@example.com"]]
+
+
+@pytest.mark.timeout(60)
+def test_a_notice_handed_to_the_broker_is_not_swept_within_the_grace_period(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.OUTBOX_SWEEP_AFTER = timedelta(minutes=2)
+    settings.NOTIFICATION_CHANNELS = ["email"]
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+    with django_capture_on_commit_callbacks(execute=False):
+        notification_queue(
+            kind=Notification.Kind.RECEIPT,
+            recipients=["shop@example.com"],
+            dedupe_key=f"receipt:{case.pk}",
+            case=case,
+        )
+
+    swept = housekeeping.outbox_sweep(now=timezone.now() + timedelta(minutes=1))
+
+    assert swept["notifications"] == 0
