@@ -14,6 +14,7 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -95,7 +96,7 @@ def merchant_home_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "cases/merchant/home.html",
-        {"overview": overview, "merchant": merchant},
+        {"overview": overview, "merchant": merchant, "now": timezone.now()},
     )
 
 

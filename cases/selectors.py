@@ -11,6 +11,7 @@ from django.db.models import (
     F,
     IntegerField,
     OuterRef,
+    Prefetch,
     Q,
     Subquery,
     Sum,
@@ -364,7 +365,8 @@ class MerchantOverview:
 
 
 def merchant_overview(*, merchant: Merchant) -> MerchantOverview:
-    """The merchant's bindings (current first, then ended) and cases, newest first."""
+    """The merchant's bindings (current first, then ended) and cases, newest
+    first, each with its devices on their way back."""
     bindings = list(
         Binding.objects.filter(merchant=merchant)
         .select_related("terminal")
@@ -373,7 +375,15 @@ def merchant_overview(*, merchant: Merchant) -> MerchantOverview:
     cases = list(
         Case.objects.filter(merchant=merchant)
         .exclude(state=CaseState.PENDING_VERIFICATION)
-        .prefetch_related("case_terminals__terminal")
+        .prefetch_related(
+            "case_terminals__terminal",
+            Prefetch(
+                "device_returns",
+                queryset=DeviceReturn.objects.select_related("terminal").order_by(
+                    "terminal__serial_number"
+                ),
+            ),
+        )
         .order_by("-created_at", "-pk")
     )
     return MerchantOverview(

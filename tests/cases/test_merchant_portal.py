@@ -8,10 +8,18 @@ from http import HTTPStatus
 
 import pytest
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from cases.models import CaseState, MerchantSignIn, Notification
+from cases.models import (
+    CaseState,
+    DeviceReturn,
+    DeviceReturnState,
+    MerchantSignIn,
+    Notification,
+)
 from cases.portal import SESSION_COOKIE
 from cases.services import merchant_portal
 from tests import factories
@@ -438,3 +446,78 @@ def test_home_page_links_to_the_merchant_page(client):
 
     # then
     assert 'href="/merchant/login/"' in page
+
+
+def test_merchant_page_lists_the_devices_to_send_back(hooks_client, shop):
+    """Each case shows its devices' way back: what is due, overdue, on its way."""
+    # given: a completed case that unbound three devices
+    merchant, terminal = shop
+    late, shipped = factories.TerminalFactory(), factories.TerminalFactory()
+    case = factories.CaseFactory(
+        merchant=merchant,
+        state=CaseState.COMPLETED,
+        terminals=[terminal, late, shipped],
+    )
+    now = timezone.now()
+    DeviceReturn.objects.create(
+        case=case, terminal=terminal, due_at=now + timedelta(days=10)
+    )
+    DeviceReturn.objects.create(
+        case=case, terminal=late, due_at=now - timedelta(days=2)
+    )
+    DeviceReturn.objects.create(
+        case=case,
+        terminal=shipped,
+        due_at=now + timedelta(days=10),
+        state=DeviceReturnState.SHIPPED,
+        courier="顺丰",
+        tracking_number="SF1234567890",
+    )
+    sign_in(hooks_client, merchant)
+
+    # when
+    page = hooks_client.get(HOME).content.decode()
+
+    # then
+    card = page[page.index(f'data-case="{case.reference}"') :]
+    assert "data-device-returns" in card
+    for t, state in (
+        (terminal, "awaiting_return"),
+        (late, "awaiting_return"),
+        (shipped, "shipped"),
+    ):
+        assert f'data-return="{t.serial_number}" data-return-state="{state}"' in card
+    assert card.count("text-bg-danger") == 1  # only the overdue one
+    assert "SF1234567890" in card
+    # the two still due link to where the tracking number is entered
+    assert card.count("data-ship-link") == 2
+    assert f"/requests/{case.tracking_token}/#device-returns" in card or (
+        "#device-returns" in card
+    )
+
+
+def test_merchant_page_queries_do_not_grow_with_devices(hooks_client, shop):
+    merchant, _terminal = shop
+
+    case = factories.CaseFactory(merchant=merchant, state=CaseState.COMPLETED)
+
+    def devices(n: int) -> None:
+        for _ in range(n):
+            DeviceReturn.objects.create(
+                case=case,
+                terminal=factories.TerminalFactory(),
+                due_at=timezone.now() + timedelta(days=5),
+            )
+
+    def queries_of_the_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert hooks_client.get(HOME).status_code == HTTPStatus.OK
+        return len(queries)
+
+    devices(1)
+    sign_in(hooks_client, merchant)
+    few = queries_of_the_page()
+
+    devices(12)
+
+    assert queries_of_the_page() == few
