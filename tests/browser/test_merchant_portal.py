@@ -1,8 +1,11 @@
 """In Chromium: a merchant signs in on a phone; Service files a branch request in admin."""
 
-import pytest
+from datetime import timedelta
 
-from cases.models import Case, CaseChannel, CaseState
+import pytest
+from django.utils import timezone
+
+from cases.models import Case, CaseChannel, CaseState, DeviceReturn
 from cases.portal_forms import MerchantCodeForm, MerchantSignInForm
 from tests import factories
 from tests.browser.conftest import code_from, save_screenshot
@@ -24,9 +27,17 @@ def test_merchant_signs_in_on_a_phone_and_sees_everything(lang, new_page, smtp_s
     # given a merchant with two terminals and a request in review
     merchant = factories.MerchantFactory(contact_email=f"portal-{lang}@shop.example")
     first = factories.BindingFactory(merchant=merchant).terminal
-    factories.BindingFactory(merchant=merchant)
+    unbound = factories.BindingFactory(merchant=merchant, ended_at=timezone.now())
+    second = unbound.terminal
     case = factories.CaseFactory(
         merchant=merchant, state=CaseState.IN_REVIEW, terminals=[first]
+    )
+    # and an earlier request that unbound a device still to be sent back
+    done = factories.CaseFactory(
+        merchant=merchant, state=CaseState.COMPLETED, terminals=[second]
+    )
+    DeviceReturn.objects.create(
+        case=done, terminal=second, due_at=timezone.now() + timedelta(days=14)
     )
     page = new_page(lang=lang, phone=True)
 
@@ -55,7 +66,18 @@ def test_merchant_signs_in_on_a_phone_and_sees_everything(lang, new_page, smtp_s
     assert page.locator(f'[data-serial="{first.serial_number}"]').count() == 1
     assert page.locator("#terminals tr[data-serial]").count() == 2
     assert page.locator(f'[data-case="{case.reference}"]').is_visible()
+    returns = page.locator(f'[data-case="{done.reference}"] [data-device-returns]')
+    assert returns.locator(f'[data-return="{second.serial_number}"]').is_visible()
     save_screenshot(page, f"merchant-home-{lang}", full_page=False)
+
+    # and the device's link leads to where the tracking number is entered
+    returns.locator("[data-ship-link]").click()
+    page.wait_for_url(f"**/{done.tracking_token}/**")
+    assert page.locator(
+        f'#device-returns [data-return="{second.serial_number}"] [data-form="ship"]'
+    ).is_visible()
+    page.go_back()
+    page.wait_for_url("**/merchant/")
 
     # when they sign out
     page.locator("#merchant-logout").click()
