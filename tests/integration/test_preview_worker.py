@@ -38,4 +38,4 @@ def test_a_worker_renders_the_pages_queued_after_commit(start_worker, media_root
     preview = DocumentPreview.objects.get(document=document)
     assert (preview.page_count, len(preview.pages)) == (3, 3)
     for name in preview.pages:
-        assert (media_root / name).read_bytes().startswith(b"\x89PNG")
+        assert (media_root / name).read_bytes().startswith(b"\xff\xd8\xff")
