@@ -447,9 +447,14 @@ def verify(product_keys: list[str], ceiling_keys: list[str]) -> list[str]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time a live process has run, from ``/proc/<pid>/schedstat``.
+
+    Its first field is the scheduler's own count in nanoseconds; the
+    ``utime``/``stime`` of ``/proc/<pid>/stat`` are whole clock ticks,
+    truncated per process, which turns a backend that lives for one request
+    into 0.
+    """
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def workers_cpu_seconds(master: subprocess.Popen) -> float:
@@ -477,8 +482,8 @@ def measure(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> di
     """CPU per filing of the product and the ceiling, in process (test client).
 
     The web figure is ``time.process_time`` around each request. The
-    PostgreSQL figure is the CPU (utime + stime in ``/proc/<pid>/stat``) of the
-    server process serving this process's connection: once with a new
+    PostgreSQL figure is the CPU (``/proc/<pid>/schedstat``) of the server
+    process serving this process's connection: once with a new
     connection per request, as the product runs (``CONN_MAX_AGE=0``: each
     backend is forked, authenticates and fills its catalog caches, and its
     whole life is read just before the connection closes), and once over a
@@ -777,7 +782,7 @@ by the same gunicorn with the same settings and middleware: its GET hands out
 the CSRF token, its POST saves the same three files with
 `default_storage.save` and inserts one row. Load average (1 min) at the start
 {load_start[0]:.1f}, before each row {", ".join(loads)}, at the end {load_end[0]:.1f}.
-"web CPU" is the gunicorn workers' CPU (`/proc/<pid>/stat`) over the row,
+"web CPU" is the gunicorn workers' CPU (`/proc/<pid>/schedstat`) over the row,
 per filing.
 
 | server · target | filings | filings/s | POST p50 ms | POST p95 ms | POST p99 ms | GET p50 ms | filing p50 ms | web CPU ms/filing | errors |
@@ -792,7 +797,7 @@ per filing.
 
 In process with the test client, 40 filings each (`measure()`): the web
 process's CPU by `time.process_time`, PostgreSQL's as the CPU of the server
-process behind the connection (`/proc/<backend pid>/stat`), with a new
+process behind the connection (`/proc/<backend pid>/schedstat`), with a new
 connection per request as `CONN_MAX_AGE=0` does (fork, authentication, cold
 catalog caches included) and over one persistent connection.
 

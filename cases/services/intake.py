@@ -478,9 +478,13 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
             for kind, upload, name in stored
         ]
     )
-    for document in documents:
-        if previews.document_preview_wanted(document=document):
-            previews.document_preview_request(document_id=document.pk)
+    previews.documents_preview_request(
+        document_ids=[
+            document.pk
+            for document in documents
+            if previews.document_preview_wanted(document=document)
+        ]
+    )
     events.case_filed_and_code_sent_events(
         case=case,
         terminals=[t.serial_number for t in filing.terminals],

@@ -64,6 +64,38 @@ def document_preview_request(*, document_id: int) -> None:
     transaction.on_commit(_queue)
 
 
+def documents_preview_request(*, document_ids: list[int]) -> None:
+    """Queue the previews of several documents after the current commit.
+
+    One message for all of them (``document_previews_render_task``), which a
+    worker fans out into one rendering task per document, each with its own
+    time limits: the web request publishes once instead of once per PDF
+    (about 1.2 ms of CPU each). Broker down: as ``document_preview_request``.
+    """
+    ids = list(document_ids)
+    if len(ids) <= 1:
+        for document_id in ids:
+            document_preview_request(document_id=document_id)
+        return
+
+    def _queue() -> None:
+        try:
+            tasks.document_previews_render_task.delay(document_ids=ids)
+        except Exception:  # broker down: the case page queues them again later
+            logger.warning(
+                "broker unavailable; previews of documents %s left for later", ids
+            )
+
+    transaction.on_commit(_queue)
+
+
+def documents_preview_fan_out(*, document_ids: list[int]) -> int:
+    """In a worker: queue one rendering task per document; return how many."""
+    for document_id in document_ids:
+        tasks.document_preview_render_task.delay(document_id=document_id)
+    return len(document_ids)
+
+
 def document_preview_for_page(*, document: Document) -> DocumentPreview | None:
     """The preview to show on the case page; queue the rendering when missing."""
     if not document_preview_wanted(document=document):

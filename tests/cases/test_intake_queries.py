@@ -20,6 +20,7 @@ from cases.models import (
     CaseState,
     CaseTerminal,
     Document,
+    DocumentPreview,
     Notification,
 )
 from cases.services import intake
@@ -170,3 +171,29 @@ def test_a_filing_over_an_expired_unverified_case_supersedes_it(
         CaseTerminal.objects.filter(is_open=True).values_list("case_id", flat=True)
     ) == {second.pk}
     assert Document.objects.filter(case=second).count() == 4
+
+
+def test_a_filing_publishes_once_for_the_previews_and_once_for_the_code(
+    client, media_root, django_capture_on_commit_callbacks
+):
+    # given: a filing with four PDFs (licence, two ID pages, device)
+    merchant, terminals = _registry(1)
+    data = form_data(merchant, terminals)
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True) as after_commit:
+        response = client.post(reverse("cases:new"), data)
+
+    # then: two messages after commit, not one per PDF; the worker's fan-out
+    # (run in process here) rendered every document's preview
+    assert response.status_code == HTTPStatus.FOUND
+    assert len(after_commit) == 2
+    case = Case.objects.get()
+    assert set(
+        DocumentPreview.objects.filter(document__case=case).values_list(
+            "document_id", "status"
+        )
+    ) == {(pk, "ready") for pk in case.documents.values_list("pk", flat=True)}
+    assert Notification.objects.get(case=case).kind == (
+        Notification.Kind.VERIFICATION_CODE
+    )
