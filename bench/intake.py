@@ -446,21 +446,25 @@ def verify(product_keys: list[str], ceiling_keys: list[str]) -> list[str]:
     return problems
 
 
-def process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int | str) -> float:
     """CPU time a live process has run, from ``/proc/<pid>/schedstat``.
 
     Its first field is the scheduler's own count in nanoseconds; the
     ``utime``/``stime`` of ``/proc/<pid>/stat`` are whole clock ticks,
     truncated per process, which turns a backend that lives for one request
-    into 0.
+    into 0. It counts one thread: ``pid`` may name one, ``<pid>/task/<tid>``.
     """
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def workers_cpu_seconds(master: subprocess.Popen) -> float:
-    """CPU of gunicorn's live workers (the children of its master process)."""
+    """CPU of gunicorn's live workers (the children of its master), every thread."""
     children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text()
-    return sum(process_cpu_seconds(int(pid)) for pid in children.split())
+    return sum(
+        process_cpu_seconds(f"{pid}/task/{task.name}")
+        for pid in children.split()
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
 
 
 @dataclass

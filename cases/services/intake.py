@@ -335,12 +335,10 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     left behind: no row, no stored file, no e-mail. ``filing.submission_key``
     must be one the caller issued to this browser: it stands for the token.
     """
-    salt = (
-        salt_for_submission_key(filing.submission_key)
-        if is_submission_key(filing.submission_key)
-        else new_token_salt()
-    )
-    existing = Case.objects.filter(token_salt=salt).first()
+    keyed = is_submission_key(filing.submission_key)
+    salt = salt_for_submission_key(filing.submission_key) if keyed else new_token_salt()
+    # A fresh random salt (128 bits) has no case yet; a form's key may have one.
+    existing = _case_of_salt(salt) if keyed else None
     if existing is not None:
         _discard(filing.uploads)
         return existing, existing.tracking_token
@@ -392,6 +390,12 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     finally:
         _discard(filing.uploads)
     return case, case.tracking_token
+
+
+def _case_of_salt(salt: str) -> Case | None:
+    """The case filed with ``salt``, if any: the key alone first (usually none)."""
+    found = Case.objects.filter(token_salt=salt).values_list("pk", flat=True)[:1]
+    return Case.objects.get(pk=found[0]) if found else None
 
 
 def _backend_pid() -> int | None:
