@@ -10,8 +10,11 @@ tables, builds a registry in which every merchant has one bound terminal (a
 terminal can have only one open case, so every filing uses a fresh merchant)
 and three valid PDFs of about 200 KB. Then, for gunicorn with 2 sync workers
 and again with 2 gthread workers of 4 threads (DEBUG off, PostgreSQL, tasks
-in-process, e-mail to a dummy backend, throttling off, documents in a temporary
-MEDIA_ROOT), a load generator on loopback runs ``--concurrency`` clients for
+queued to a Redis broker with no worker, as the web process of production
+does -- ``BENCH_BROKER_URL``, default ``redis://127.0.0.1:6379/8``, a Redis
+database of its own: it is emptied before and after; ``--eager`` runs them in
+the request instead -- e-mail to a dummy backend, throttling off, documents
+in a temporary MEDIA_ROOT), a load generator on loopback runs ``--concurrency`` clients for
 ``--duration`` seconds each against:
 
 - **the product**: GET ``/requests/new/`` (CSRF cookie and token, the form's
@@ -24,8 +27,11 @@ MEDIA_ROOT), a load generator on loopback runs ``--concurrency`` clients for
 
 Both are served by the same gunicorn process with the same settings
 (``bench.ceiling.settings``: the product's settings plus the ceiling URL).
-Finally the product's and the ceiling's work per filing are profiled in
-process with pyinstrument (if installed). Writes the ``intake`` section of
+The gunicorn workers' CPU per filing is read from ``/proc`` around each row.
+Finally the product's and the ceiling's CPU per filing are measured in process
+(this process's CPU and that of the PostgreSQL server process behind its
+connection, see ``measure``) and the product is profiled with pyinstrument
+(if installed). Writes the ``intake`` section of
 docs/benchmarks.md.
 """
 
@@ -52,6 +58,8 @@ sys.path.insert(0, str(ROOT))
 from bench.report import database_create_if_missing  # noqa: E402
 
 GOAL = 0.7
+WEB_CPU_GOAL_MS = 30
+PG_CPU_GOAL_MS = 10
 PDF_SIZE = 200 * 1024
 CONFIGS = (
     ("sync, 2 workers", ["--workers", "2", "--worker-class", "sync"]),
@@ -65,8 +73,16 @@ CEILING_RE = re.compile(r"^/ceiling/upload/(\d+)/$")
 HIDDEN_RE = r'name="{name}" value="([^"]+)"'
 
 
-def environment(media_root: str) -> dict[str, str]:
-    """The server's environment: production settings, loopback, no broker."""
+# Tasks are queued to a Redis broker, as in production (the previews of the
+# documents and the verification e-mail are a worker's work, not the web
+# request's); no worker runs, and the queue is emptied after the run.
+# ``BENCH_BROKER_URL`` names another Redis database; ``--eager`` runs the
+# tasks in the request instead, as the figures before 2026-12-01 did.
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/8")
+
+
+def environment(media_root: str, *, broker_url: str = BROKER_URL) -> dict[str, str]:
+    """The server's environment: production settings, loopback, a Redis broker."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.ceiling.settings",
@@ -82,7 +98,7 @@ def environment(media_root: str) -> dict[str, str]:
         "THROTTLE_ENABLED": "0",
         "EMAIL_URL": "dummymail://",
         "MEDIA_ROOT": media_root,
-        "CELERY_BROKER_URL": "",
+        "CELERY_BROKER_URL": broker_url,
         "LOG_LEVEL": "WARNING",
     }
     return env
@@ -238,6 +254,7 @@ class Outcome:
     keys: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    web_cpu_seconds: float = 0.0
 
 
 class Load:
@@ -429,29 +446,82 @@ def verify(product_keys: list[str], ceiling_keys: list[str]) -> list[str]:
     return problems
 
 
-def profile(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> str:
-    """Profile ``count`` filings of each kind in process (Django test client)."""
+def process_cpu_seconds(pid: int | str) -> float:
+    """CPU time a live process has run, from ``/proc/<pid>/schedstat``.
+
+    Its first field is the scheduler's own count in nanoseconds; the
+    ``utime``/``stime`` of ``/proc/<pid>/stat`` are whole clock ticks,
+    truncated per process, which turns a backend that lives for one request
+    into 0. It counts one thread: ``pid`` may name one, ``<pid>/task/<tid>``.
+    """
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def workers_cpu_seconds(master: subprocess.Popen) -> float:
+    """CPU of gunicorn's live workers (the children of its master), every thread."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text()
+    return sum(
+        process_cpu_seconds(f"{pid}/task/{task.name}")
+        for pid in children.split()
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    )
+
+
+@dataclass
+class Costs:
+    """Per filing: this process's CPU (ms), the PostgreSQL backend's CPU (ms)."""
+
+    get_ms: float
+    post_ms: float
+    queries: int
+    pg_new_connection_ms: float
+    pg_persistent_ms: float
+
+    @property
+    def web_ms(self) -> float:
+        return self.get_ms + self.post_ms
+
+
+def measure(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> dict:
+    """CPU per filing of the product and the ceiling, in process (test client).
+
+    The web figure is ``time.process_time`` around each request. The
+    PostgreSQL figure is the CPU (``/proc/<pid>/schedstat``) of the server
+    process serving this process's connection: once with a new
+    connection per request, as the product runs (``CONN_MAX_AGE=0``: each
+    backend is forked, authenticates and fills its catalog caches, and its
+    whole life is read just before the connection closes), and once over a
+    single persistent connection (the queries alone). Needs the server on
+    this machine and read access to its processes' ``/proc`` entries.
+    """
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        return "(pyinstrument is not installed: `.venv/bin/pip install pyinstrument`)"
+    def backend_cpu() -> float:
+        if connection.connection is None:
+            return 0.0
+        return process_cpu_seconds(connection.connection.info.backend_pid)
 
-    def filings(ceiling: bool, batch: list[Merchant]) -> tuple[float, float]:
-        """File ``batch``; return this process's CPU ms per GET and per POST."""
+    def filings(ceiling: bool, batch: list[Merchant], *, fresh: bool):
+        """File ``batch``; return CPU seconds: web GET, web POST, PostgreSQL."""
         client = Client(enforce_csrf_checks=True, HTTP_HOST="127.0.0.1")
         load = Load(
             port=0, duration=0, concurrency=1, merchants=[], pdfs=pdfs, ceiling=ceiling
         )
         path = "/ceiling/upload/" if ceiling else "/requests/new/"
-        get_cpu = post_cpu = 0.0
+        get_cpu = post_cpu = pg_cpu = 0.0
+        connection.close()
+        if not fresh:
+            connection.ensure_connection()
+        pg_start = backend_cpu()
         for merchant in batch:
             started = time.process_time()
             html = client.get(path).content.decode()
-            got = time.process_time()
+            get_cpu += time.process_time() - started
+            if fresh:
+                pg_cpu += backend_cpu()
+                connection.close()
             csrf = re.search(HIDDEN_RE.format(name="csrfmiddlewaretoken"), html)
             key = re.search(HIDDEN_RE.format(name="submission_key"), html)
             data = dict(
@@ -468,83 +538,85 @@ def profile(merchants: list[Merchant], pdfs: list[bytes], count: int = 40) -> st
             posting = time.process_time()
             response = client.post(path, data)
             post_cpu += time.process_time() - posting
-            get_cpu += got - started
             assert response.status_code == 302, response.status_code
-        return get_cpu / len(batch) * 1000, post_cpu / len(batch) * 1000
+            if fresh:
+                pg_cpu += backend_cpu()
+                connection.close()
+        if not fresh:
+            pg_cpu = backend_cpu() - pg_start
+        return get_cpu, post_cpu, pg_cpu
 
-    filings(False, [merchants.pop() for _ in range(3)])  # warm up
-    filings(True, [merchants.pop() for _ in range(3)])
-    product = filings(False, [merchants.pop() for _ in range(count)])
-    ceiling = filings(True, [merchants.pop() for _ in range(count)])
-    # Counted right away: every request start clears the connection's log.
-    with CaptureQueriesContext(connection) as captured:
-        filings(False, [merchants.pop()])
-    queries = captured.captured_queries
-    with CaptureQueriesContext(connection) as captured:
-        filings(True, [merchants.pop()])
-    ceiling_queries = captured.captured_queries
-    sections = []
-    for label, ceiling_flag in (
-        ("GET /requests/new/", None),
-        ("POST /requests/new/", False),
-    ):
-        profiler = Profiler(interval=0.001)
-        batch = [merchants.pop() for _ in range(count // 2)]
-        if ceiling_flag is None:
-            client = Client(HTTP_HOST="127.0.0.1")
-            profiler.start()
-            for _ in batch:
-                client.get("/requests/new/")
-            profiler.stop()
-        else:
-            profiler.start()
-            filings(False, batch)
-            profiler.stop()
-        text = profiler.output_text(unicode=True, color=False, show_all=False)
-        lines = [line for line in text.splitlines() if line.strip()][4:64]
-        sections.append(
-            f"{label} ({len(batch)} requests):\n\n```\n" + "\n".join(lines) + "\n```"
+    results = {}
+    for name, ceiling in (("product", False), ("ceiling", True)):
+        filings(ceiling, [merchants.pop() for _ in range(3)], fresh=False)  # warm up
+        get_cpu, post_cpu, pg_fresh = filings(
+            ceiling, [merchants.pop() for _ in range(count)], fresh=True
         )
-    product_ms, ceiling_ms = sum(product), sum(ceiling)
-    return f"""CPU time of the Django process per request, in process with the test
-client ({count} filings each): product GET {product[0]:.1f} ms + POST
-{product[1]:.1f} ms = {product_ms:.0f} ms per filing, {len(queries)} SQL
-queries in the POST; ceiling GET {ceiling[0]:.1f} ms + POST {ceiling[1]:.1f} ms =
-{ceiling_ms:.0f} ms, {len(ceiling_queries)} queries in its POST. Both are CPU-bound on the
-same two cores (shared with PostgreSQL and the load generator), so the
-throughput ratio cannot exceed about {ceiling_ms / product_ms:.2f} until the
-product's CPU per filing comes down.
+        _get, _post, pg_kept = filings(
+            ceiling, [merchants.pop() for _ in range(count)], fresh=False
+        )
+        # Counted right away: every request start clears the connection's log.
+        with CaptureQueriesContext(connection) as captured:
+            filings(ceiling, [merchants.pop()], fresh=False)
+        posts = [
+            q for q in captured.captured_queries if not q["sql"].startswith("SELECT 1")
+        ]
+        results[name] = Costs(
+            get_ms=get_cpu / count * 1000,
+            post_ms=post_cpu / count * 1000,
+            queries=len(posts),
+            pg_new_connection_ms=pg_fresh / count * 1000,
+            pg_persistent_ms=pg_kept / count * 1000,
+        )
+    return results
 
-**Why the goal is missed, and the plan** (profiles below):
 
-1. **The GET renders the crispy-forms layout** of the 22-field form:
-   {product[0]:.0f} ms, nearly all of it template rendering
-   (`crispy_forms` → `django.template`). The unbound form is the same for
-   everyone but for the CSRF token and the submission key. Plan: render the
-   fields once per language and cache the HTML (`{{% cache %}}` fragment keyed
-   by language around `{{% crispy form %}}` when the form is unbound, with
-   `helper.form_tag = False` and the `<form>` tag, `{{% csrf_token %}}` and the
-   submission key outside the fragment): about 5 ms. Files:
-   `cases/forms.py`, `templates/cases/request_form.html` (intake's).
-2. **The POST** ({product[1]:.0f} ms): the verification e-mail is rendered and
-   sent inside the request, because this benchmark runs without a broker
-   (eager Celery): with `CELERY_BROKER_URL` set it is only queued; pypdf's
-   structure walk of each PDF (required: active-content checks); the registry
-   checks and the case transaction ({len(queries)} queries, each one ORM
-   compile + a round trip); the multipart parse, which the ceiling pays too.
-   Plan: measure again with a broker; keep the PDF checks; fold
-   `case_filing_check`'s lookups (merchant, bindings, open cases) into fewer
-   queries.
-3. With 1 and 2 the product would cost roughly 3× the ceiling, a ratio near
-   0.3: the rest is the work the domain requires (PDF checks, registry
-   checks, audit event, outbox row). A ratio of 0.7 against a view that does
-   none of it is out of reach on this stack; the goal should name a ceiling
-   that also validates the PDFs, or an absolute rate.
+def profile(merchants: list[Merchant], pdfs: list[bytes], count: int = 20) -> str:
+    """pyinstrument profiles of the product's GET and POST, in process."""
+    import re as regex
 
-pyinstrument (wall time, so inflated by the machine's load; the second profile
-is of whole filings, GET included):
+    from django.test import Client
 
-""" + "\n\n".join(sections)
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return "(pyinstrument is not installed: `.venv/bin/pip install pyinstrument`)"
+
+    load = Load(
+        port=0, duration=0, concurrency=1, merchants=[], pdfs=pdfs, ceiling=False
+    )
+    sections = []
+    for label in ("GET /requests/new/", "POST /requests/new/"):
+        client = Client(enforce_csrf_checks=True, HTTP_HOST="127.0.0.1")
+        profiler = Profiler(interval=0.0005)
+        for merchant in [merchants.pop() for _ in range(count)]:
+            if label.startswith("GET"):
+                profiler.start()
+            html = client.get("/requests/new/").content.decode()
+            if label.startswith("GET"):
+                profiler.stop()
+                continue
+            csrf = regex.search(HIDDEN_RE.format(name="csrfmiddlewaretoken"), html)
+            key = regex.search(HIDDEN_RE.format(name="submission_key"), html)
+            data = dict(load.fields(merchant, csrf.group(1), key.group(1)))
+            for name, pdf in zip(
+                ("business_licence", "legal_rep_id", "device_evidence"),
+                pdfs,
+                strict=True,
+            ):
+                upload = io.BytesIO(pdf)
+                upload.name = f"{name}.pdf"
+                data[name] = upload
+            profiler.start()
+            response = client.post("/requests/new/", data)
+            profiler.stop()
+            assert response.status_code == 302, response.status_code
+        text = profiler.output_text(unicode=True, color=False, show_all=False)
+        lines = [line for line in text.splitlines() if line.strip()][4:70]
+        sections.append(
+            f"{label} ({count} requests):\n\n```\n" + "\n".join(lines) + "\n```"
+        )
+    return "\n\n".join(sections)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -557,12 +629,25 @@ def pct(values: list[float], q: float) -> float:
 def row(label: str, outcome: Outcome) -> str:
     rate = len(outcome.keys) / outcome.elapsed if outcome.elapsed else 0
     post = outcome.post_seconds
+    web = outcome.web_cpu_seconds / len(outcome.keys) * 1000 if outcome.keys else 0
     return (
         f"| {label} | {len(outcome.keys)} | {rate:.1f} | {pct(post, 0.5):.0f} | "
         f"{pct(post, 0.95):.0f} | {pct(post, 0.99):.0f} | "
         f"{pct(outcome.get_seconds, 0.5):.0f} | {pct(outcome.filing_seconds, 0.5):.0f} | "
-        f"{len(outcome.errors)} |"
+        f"{web:.0f} | {len(outcome.errors)} |"
     )
+
+
+def broker_flush(url: str) -> int:
+    """Empty the broker's Redis database (the tasks no worker took); return how many."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    queued = sum(
+        client.llen(key) for key in client.scan_iter() if client.type(key) == b"list"
+    )
+    client.flushdb()
+    return queued
 
 
 def main() -> None:
@@ -570,6 +655,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--merchants", type=int, default=8000)
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="no broker: run the tasks inside the request (the figures before "
+        "2026-12-01)",
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
@@ -581,8 +672,11 @@ def main() -> None:
         )
     database_create_if_missing(url)
     media = tempfile.TemporaryDirectory(prefix="bench-intake-")
-    env = environment(media.name)
+    broker_url = "" if args.eager else BROKER_URL
+    env = environment(media.name, broker_url=broker_url)
     os.environ.update(env)
+    if broker_url:
+        broker_flush(broker_url)
 
     import django
 
@@ -600,6 +694,8 @@ def main() -> None:
     loads = []
     all_product, all_ceiling = [], []
     log = Path(media.name) / "gunicorn.log"
+    load_start = os.getloadavg()
+    queued = 0
     try:
         for label, options in CONFIGS:
             process, port = start_gunicorn(options, env=env, log=log)
@@ -607,6 +703,7 @@ def main() -> None:
                 pair = {}
                 for name, ceiling in (("product", False), ("ceiling", True)):
                     before = os.getloadavg()[0]
+                    cpu_before = workers_cpu_seconds(process)
                     outcome = Load(
                         port=port,
                         duration=args.duration,
@@ -615,6 +712,7 @@ def main() -> None:
                         pdfs=pdfs,
                         ceiling=ceiling,
                     ).run()
+                    outcome.web_cpu_seconds = workers_cpu_seconds(process) - cpu_before
                     loads.append(f"{before:.1f}")
                     pair[name] = outcome
                     rate = len(outcome.keys) / outcome.elapsed
@@ -630,9 +728,13 @@ def main() -> None:
             finally:
                 stop(process)
         problems = verify(all_product, all_ceiling)
+        costs = measure(merchants, pdfs)
         profile_text = "" if args.no_profile else profile(merchants, pdfs)
     finally:
         media.cleanup()
+        if broker_url:
+            queued = broker_flush(broker_url)
+    load_end = os.getloadavg()
 
     table, ratios = [], []
     for label, pair in results:
@@ -660,9 +762,20 @@ def main() -> None:
         if not errors
         else "Errors (first five):\n\n" + "\n".join(f"- `{e}`" for e in errors[:5])
     )
+    product, ceiling = costs["product"], costs["ceiling"]
+    tasks = (
+        f"tasks queued to Redis (`{broker_url}`, no worker: the document previews "
+        f"and the verification e-mail are a worker's work, as in production; the "
+        f"{queued:,} queued tasks were dropped afterwards)"
+        if broker_url
+        else "tasks in-process (no broker: previews and e-mails run in the request)"
+    )
+    conn_max_age = env.get("CONN_MAX_AGE", "0")
+    web_goal = "met" if product.web_ms < WEB_CPU_GOAL_MS else "**missed**"
+    pg_goal = "met" if product.pg_new_connection_ms < PG_CPU_GOAL_MS else "**missed**"
     body = f"""
-gunicorn on 127.0.0.1, DEBUG off, PostgreSQL (`CONN_MAX_AGE=0`, the default),
-tasks in-process (no broker), e-mail to a dummy backend, throttling off,
+gunicorn on 127.0.0.1, DEBUG off, PostgreSQL (`CONN_MAX_AGE={conn_max_age}`),
+{tasks}, e-mail to a dummy backend, throttling off,
 documents to a temporary MEDIA_ROOT. The load generator (Python threads,
 `http.client`, a new connection per request as the sync worker closes it)
 runs on the same 2-core machine, {args.concurrency} clients for {args.duration:.0f} s per row.
@@ -671,18 +784,40 @@ multipart form with three PDFs ({sizes}); the product must answer 302 to
 `/requests/<token>/verify/`. The ceiling (`bench/ceiling/views.py`) is served
 by the same gunicorn with the same settings and middleware: its GET hands out
 the CSRF token, its POST saves the same three files with
-`default_storage.save` and inserts one row. Load average before each row:
-{", ".join(loads)} (other work was running on the machine).
+`default_storage.save` and inserts one row. Load average (1 min) at the start
+{load_start[0]:.1f}, before each row {", ".join(loads)}, at the end {load_end[0]:.1f}.
+"web CPU" is the gunicorn workers' CPU (`/proc/<pid>/schedstat`) over the row,
+per filing.
 
-| server · target | filings | filings/s | POST p50 ms | POST p95 ms | POST p99 ms | GET p50 ms | filing p50 ms | errors |
-|---|---|---|---|---|---|---|---|---|
+| server · target | filings | filings/s | POST p50 ms | POST p95 ms | POST p99 ms | GET p50 ms | filing p50 ms | web CPU ms/filing | errors |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(table)}
 
 {ratio_lines}
 
 {checks} {error_text}
 
-### Where the product's time goes
+### CPU per filing
+
+In process with the test client, 40 filings each (`measure()`): the web
+process's CPU by `time.process_time`, PostgreSQL's as the CPU of the server
+process behind the connection (`/proc/<backend pid>/schedstat`), with a new
+connection per request as `CONN_MAX_AGE=0` does (fork, authentication, cold
+catalog caches included) and over one persistent connection.
+
+| | web GET ms | web POST ms | web total ms | SQL queries in the POST | PostgreSQL ms, new connection per request | PostgreSQL ms, persistent connection |
+|---|---:|---:|---:|---:|---:|---:|
+| product | {product.get_ms:.1f} | {product.post_ms:.1f} | **{product.web_ms:.1f}** | {product.queries} | **{product.pg_new_connection_ms:.1f}** | {product.pg_persistent_ms:.1f} |
+| ceiling | {ceiling.get_ms:.1f} | {ceiling.post_ms:.1f} | {ceiling.web_ms:.1f} | {ceiling.queries} | {ceiling.pg_new_connection_ms:.1f} | {ceiling.pg_persistent_ms:.1f} |
+
+Goals: web CPU per filing under {WEB_CPU_GOAL_MS} ms ({web_goal}), PostgreSQL CPU
+per filing under {PG_CPU_GOAL_MS} ms with the product's settings ({pg_goal}).
+Both servers share the two cores with PostgreSQL and the load generator, so
+the throughput ratio tracks the ratio of CPU per filing: about
+{(ceiling.web_ms + ceiling.pg_new_connection_ms) / (product.web_ms + product.pg_new_connection_ms):.2f}
+here (ceiling's web + PostgreSQL CPU over the product's).
+
+### Profile of the product (pyinstrument, wall time, in process)
 
 {profile_text}
 """

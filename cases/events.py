@@ -32,7 +32,7 @@ def _actor_fields(actor) -> dict[str, Any]:
     }
 
 
-def _event_insert(
+def _event_build(
     *,
     case: Case,
     type: str,
@@ -45,7 +45,8 @@ def _event_insert(
     to_state: str = "",
     transition: str = "",
 ) -> CaseEvent:
-    return CaseEvent.objects.create(
+    """The unsaved event (see ``_event_insert``)."""
+    return CaseEvent(
         case=case,
         type=type,
         note=note,
@@ -57,6 +58,12 @@ def _event_insert(
         transition=transition,
         **_actor_fields(actor),
     )
+
+
+def _event_insert(**fields: Any) -> CaseEvent:
+    event = _event_build(**fields)
+    event.save(force_insert=True)
+    return event
 
 
 def case_filed_event(
@@ -73,10 +80,64 @@ def case_filed_event(
 
     By the merchant, or by ``filed_by`` (staff, an agent) for the merchant.
     """
+    event = _case_filed(
+        case=case,
+        terminals=terminals,
+        documents=documents,
+        reason=reason,
+        client_ip=client_ip,
+        channel=channel,
+        filed_by=filed_by,
+    )
+    event.save(force_insert=True)
+    return event
+
+
+def case_filed_and_code_sent_events(
+    *,
+    case: Case,
+    terminals: list[str],
+    documents: int,
+    reason: str,
+    client_ip: str | None = None,
+    channel: str = "web",
+    filed_by=None,
+) -> list[CaseEvent]:
+    """Record a new case's filing and its first code, in one INSERT.
+
+    The two entries of ``case_filed_event`` and ``code_sent_event``, as a
+    filing writes them.
+    """
+    return CaseEvent.objects.bulk_create(
+        [
+            _case_filed(
+                case=case,
+                terminals=terminals,
+                documents=documents,
+                reason=reason,
+                client_ip=client_ip,
+                channel=channel,
+                filed_by=filed_by,
+            ),
+            _code_sent(case=case),
+        ]
+    )
+
+
+def _case_filed(
+    *,
+    case: Case,
+    terminals: list[str],
+    documents: int,
+    reason: str,
+    client_ip: str | None,
+    channel: str,
+    filed_by,
+) -> CaseEvent:
     payload = {"terminals": terminals, "documents": documents, "reason": reason}
     if channel != "web":
         payload["channel"] = channel
-    return _event_insert(
+    return _event_build(
         case=case,
         type=CaseEvent.Type.FILED,
         actor=filed_by or "merchant",
@@ -95,10 +156,22 @@ def code_sent_event(
     client_ip: str | None = None,
 ) -> CaseEvent:
     """Record that a verification code went to the contact on file."""
+    event = _code_sent(case=case, actor=actor, sequence=sequence, client_ip=client_ip)
+    event.save(force_insert=True)
+    return event
+
+
+def _code_sent(
+    *,
+    case: Case,
+    actor=None,
+    sequence: int | None = None,
+    client_ip: str | None = None,
+) -> CaseEvent:
     payload: dict[str, Any] = {"to": "contact_on_file"}
     if sequence is not None:
         payload["sequence"] = sequence
-    return _event_insert(
+    return _event_build(
         case=case,
         type=CaseEvent.Type.CODE_SENT,
         actor=actor,

@@ -261,6 +261,7 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
         self.merchant = None
         self.terminals = []
         self.replacement_terminal = None
+        self.stale_case_ids: list[int] | None = None
         self.serial_sheet: serial_upload.SerialSheet | None = None
         self.helper = FormHelper()
         self.helper.form_tag = True
@@ -431,6 +432,7 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
         self.merchant = found.merchant
         self.terminals = found.terminals
         self.replacement_terminal = found.replacement_terminal
+        self.stale_case_ids = found.stale_case_ids
 
         required = required_document_kinds(
             close_account=cleaned.get("close_account", False),
@@ -501,6 +503,7 @@ class CaseFilingForm(DecodedTextMixin, UploadsMixin, forms.Form):
             uploads=self.uploads,
             channel=channel,
             filed_by=filed_by,
+            stale_case_ids=self.stale_case_ids,
         )
 
 

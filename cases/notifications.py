@@ -115,12 +115,16 @@ def notification_queue(
     context: dict | None = None,
     language: str | None = None,
     channel: str | None = None,
+    new_case: bool = False,
 ) -> Notification:
     """Record a notice in the outbox and dispatch it after commit.
 
     Idempotent by ``dedupe_key``: queuing the same notice twice returns the
     first row and sends nothing more. Without ``channel``, a merchant notice
     also gets its SMS row as NOTIFICATION_CHANNELS says (``cases.sms``).
+    ``new_case``: ``case`` was created in this transaction and the key names
+    it, so no row can hold the key yet: the rows are inserted in one statement
+    without looking first (a clash would still fail on the unique key).
     """
     notice = Notification(
         case=case,
@@ -133,6 +137,13 @@ def notification_queue(
         dedupe_key=dedupe_key,
     )
     rows = []
+    if new_case:
+        rows = Notification.objects.bulk_create(
+            [notice] if channel else notices_by_channel(notice)
+        )
+        for notification in rows:
+            notification_dispatch(notification_id=notification.pk)
+        return rows[0]
     for row in [notice] if channel else notices_by_channel(notice):
         notification, created = Notification.objects.get_or_create(
             dedupe_key=row.dedupe_key,

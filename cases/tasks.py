@@ -164,3 +164,11 @@ def document_preview_render_task(*, document_id: int) -> str:
     except SoftTimeLimitExceeded:
         document_preview_fail(document_id=document_id, error="time limit")
         return "failed"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def document_previews_render_task(*, document_ids: list[int]) -> int:
+    """Queue one rendering task per document: a filing publishes one message."""
+    from cases.services.previews import documents_preview_fan_out
+
+    return documents_preview_fan_out(document_ids=document_ids)

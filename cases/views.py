@@ -124,11 +124,10 @@ def _blank_form_html(*, submission_key: str, csrf_token: str, limits: dict) -> s
 @limit_upload_size
 def case_file_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        # The same form posted again (double click, retry) leads to its first case.
+        # The same form posted again (double click, retry) leads to its first
+        # case: case_file returns it when the form is still valid, and when
+        # it is not (its terminals now look taken), the look-up below does.
         submission_key = _submission_key_posted(request)
-        token = intake.case_token_for_submission(key=submission_key)
-        if token:
-            return redirect("cases:verify", token=token)
         form = CaseFilingForm(request.POST, request.FILES)
         if form.is_valid():
             filing = form.filing(
@@ -143,8 +142,8 @@ def case_file_view(request: HttpRequest) -> HttpResponse:
             else:
                 return redirect("cases:verify", token=token)
         form.discard_uploads()
-        # A twin post of this browser may have filed the case while this one
-        # was being checked (its terminals now look taken): lead to that case.
+        # A twin post of this browser, or this same form posted earlier, may
+        # have filed the case (its terminals now look taken): lead to that case.
         token = intake.case_token_for_submission(key=submission_key)
         if token:
             return redirect("cases:verify", token=token)

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from cases.admin.common import CaseReferenceSearchMixin, service_answer
 from cases.models import Document, DocumentPreview
+from cases.services import previews
 from cases.services.review import DocumentDecision, document_review
 from config.admin_site import ReadOnlyAdminMixin
 
@@ -160,7 +161,10 @@ class DocumentAdmin(CaseReferenceSearchMixin, ReadOnlyAdminMixin, admin.ModelAdm
             handle = default_storage.open(preview.pages[page - 1], "rb")
         except FileNotFoundError:
             raise Http404 from None
-        response = FileResponse(handle, content_type="image/png")
+        response = FileResponse(
+            handle,
+            content_type=previews.preview_content_type(preview.pages[page - 1]),
+        )
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["Cache-Control"] = "private, no-store"

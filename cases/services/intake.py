@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -84,6 +84,8 @@ class IntakeFound:
     merchant: Merchant
     terminals: list[Terminal]
     replacement_terminal: Terminal | None = None
+    # Unverified cases whose code expired that still hold these terminals.
+    stale_case_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +111,9 @@ class CaseFiling:
     # How it reached us; a staff member filing for the merchant (phone, branch, agent).
     channel: str = "web"
     filed_by: Any = None
+    # The stale unverified cases the registry check found holding these
+    # terminals (superseded on filing); None: look them up again.
+    stale_case_ids: list[int] | None = None
 
 
 def _same_uscc(merchant: Merchant, uscc: str) -> bool:
@@ -136,7 +141,34 @@ def case_filing_check(
     Messages never say whom a terminal belongs to when it is not this merchant's.
     An empty ``uscc`` matches only a micro-merchant, by the registry's kind.
     """
-    merchant = Merchant.objects.filter(merchant_id=merchant_id).first()
+    # One query on the way every filing takes: the listed terminals bound to
+    # the merchant, with the merchant, and whether an open case holds each
+    # (a live one blocks it; one whose code expired is superseded on filing).
+    now = _now()
+    stale = Q(
+        case__state=CaseState.PENDING_VERIFICATION,
+        case__code_expires_at__lt=now,
+    )
+    open_links = CaseTerminal.objects.filter(
+        terminal=OuterRef("terminal_id"), is_open=True
+    )
+    bindings = list(
+        Binding.objects.active()
+        .filter(
+            merchant__merchant_id=merchant_id,
+            terminal__serial_number__in=serial_numbers,
+        )
+        .select_related("merchant", "terminal")
+        .annotate(
+            busy=Exists(open_links.exclude(stale)),
+            stale_case_id=Subquery(open_links.filter(stale).values("case_id")[:1]),
+        )
+    )
+    merchant = (
+        bindings[0].merchant
+        if bindings
+        else Merchant.objects.filter(merchant_id=merchant_id).first()
+    )
     if (
         merchant is None
         or not _same_uscc(merchant, uscc)
@@ -157,12 +189,7 @@ def case_filing_check(
         raise IntakeRejected({None: [_("This merchant account is closed.")]})
 
     errors: dict[str, list] = {}
-    bound = {
-        b.terminal.serial_number: b.terminal
-        for b in Binding.objects.active()
-        .filter(merchant=merchant, terminal__serial_number__in=serial_numbers)
-        .select_related("terminal")
-    }
+    bound = {b.terminal.serial_number: b for b in bindings}
     missing = [s for s in serial_numbers if s not in bound]
     if missing:
         errors.setdefault("serial_numbers", []).append(
@@ -173,16 +200,9 @@ def case_filing_check(
             )
             % {"serials": ", ".join(missing)}
         )
-    terminals = [bound[s] for s in serial_numbers if s in bound]
+    terminals = [bound[s].terminal for s in serial_numbers if s in bound]
 
-    open_links = CaseTerminal.objects.filter(
-        terminal__in=terminals, is_open=True
-    ).select_related("terminal", "case")
-    busy = [
-        link.terminal.serial_number
-        for link in open_links
-        if not _stale_unverified(link.case)
-    ]
+    busy = [s for s in serial_numbers if s in bound and bound[s].busy]
     if busy:
         errors.setdefault("serial_numbers", []).append(
             _(
@@ -191,6 +211,9 @@ def case_filing_check(
             )
             % {"serials": ", ".join(sorted(busy))}
         )
+    stale_case_ids = sorted(
+        {b.stale_case_id for b in bindings if b.stale_case_id is not None}
+    )
 
     if close_account and not missing:
         others = (
@@ -229,16 +252,10 @@ def case_filing_check(
         problems.update((serial, "not_bound") for serial in missing)
         raise IntakeRejected(errors, serial_problems=problems)
     return IntakeFound(
-        merchant=merchant, terminals=terminals, replacement_terminal=replacement
-    )
-
-
-def _stale_unverified(case: Case) -> bool:
-    """An unverified case whose code has expired no longer blocks its terminals."""
-    return (
-        case.state == CaseState.PENDING_VERIFICATION
-        and case.code_expires_at is not None
-        and case.code_expires_at < _now()
+        merchant=merchant,
+        terminals=terminals,
+        replacement_terminal=replacement,
+        stale_case_ids=stale_case_ids,
     )
 
 
@@ -260,8 +277,9 @@ def _issue_code(case: Case, *, now) -> str:
     return code
 
 
-def _queue_code(case: Case, code: str, *, sequence: int) -> None:
+def _queue_code(case: Case, code: str, *, sequence: int, new_case=False) -> None:
     notification_queue(
+        new_case=new_case,
         kind=Notification.Kind.VERIFICATION_CODE,
         # The code goes to the contact on file, never to an address from the form.
         recipients=[case.merchant.contact_email],
@@ -276,18 +294,26 @@ def _queue_code(case: Case, code: str, *, sequence: int) -> None:
     )
 
 
-def _supersede_stale(terminals: list[Terminal], *, now) -> None:
-    """Expire unverified cases whose code expired and that still hold these terminals."""
-    stale_ids = (
-        CaseTerminal.objects.filter(
-            terminal__in=terminals,
-            is_open=True,
-            case__state=CaseState.PENDING_VERIFICATION,
-            case__code_expires_at__lt=now,
+def _supersede_stale(
+    terminals: list[Terminal], *, now, case_ids: list[int] | None = None
+) -> None:
+    """Expire unverified cases whose code expired and that still hold these terminals.
+
+    ``case_ids``: the ones the registry check found (none: no query); None
+    looks them up.
+    """
+    stale_ids = case_ids
+    if stale_ids is None:
+        stale_ids = (
+            CaseTerminal.objects.filter(
+                terminal__in=terminals,
+                is_open=True,
+                case__state=CaseState.PENDING_VERIFICATION,
+                case__code_expires_at__lt=now,
+            )
+            .values_list("case_id", flat=True)
+            .distinct()
         )
-        .values_list("case_id", flat=True)
-        .distinct()
-    )
     for case_id in list(stale_ids):
         stale = case_lock(case_id=case_id)
         if stale.state == CaseState.PENDING_VERIFICATION:
@@ -309,12 +335,10 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     left behind: no row, no stored file, no e-mail. ``filing.submission_key``
     must be one the caller issued to this browser: it stands for the token.
     """
-    salt = (
-        salt_for_submission_key(filing.submission_key)
-        if is_submission_key(filing.submission_key)
-        else new_token_salt()
-    )
-    existing = Case.objects.filter(token_salt=salt).first()
+    keyed = is_submission_key(filing.submission_key)
+    salt = salt_for_submission_key(filing.submission_key) if keyed else new_token_salt()
+    # A fresh random salt (128 bits) has no case yet; a form's key may have one.
+    existing = _case_of_salt(salt) if keyed else None
     if existing is not None:
         _discard(filing.uploads)
         return existing, existing.tracking_token
@@ -368,6 +392,12 @@ def case_file(*, filing: CaseFiling) -> tuple[Case, str]:
     return case, case.tracking_token
 
 
+def _case_of_salt(salt: str) -> Case | None:
+    """The case filed with ``salt``, if any: the key alone first (usually none)."""
+    found = Case.objects.filter(token_salt=salt).values_list("pk", flat=True)[:1]
+    return Case.objects.get(pk=found[0]) if found else None
+
+
 def _backend_pid() -> int | None:
     """The PostgreSQL server process of this connection, if there is one."""
     if connection.vendor != "postgresql" or connection.connection is None:
@@ -404,7 +434,7 @@ def _case_filed_after_lost_connection(
 @transaction.atomic
 def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
     now = _now()
-    _supersede_stale(filing.terminals, now=now)
+    _supersede_stale(filing.terminals, now=now, case_ids=filing.stale_case_ids)
     case = Case(
         **tracking_token_fields(salt),
         merchant=filing.merchant,
@@ -452,10 +482,14 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
             for kind, upload, name in stored
         ]
     )
-    for document in documents:
-        if previews.document_preview_wanted(document=document):
-            previews.document_preview_request(document_id=document.pk)
-    events.case_filed_event(
+    previews.documents_preview_request(
+        document_ids=[
+            document.pk
+            for document in documents
+            if previews.document_preview_wanted(document=document)
+        ]
+    )
+    events.case_filed_and_code_sent_events(
         case=case,
         terminals=[t.serial_number for t in filing.terminals],
         documents=len(documents),
@@ -464,8 +498,7 @@ def _case_create(*, filing: CaseFiling, salt: str, stored) -> Case:
         channel=filing.channel,
         filed_by=filing.filed_by,
     )
-    events.code_sent_event(case=case)
-    _queue_code(case, code, sequence=1)
+    _queue_code(case, code, sequence=1, new_case=True)
     return case
 
 

@@ -1,4 +1,4 @@
-"""Document previews: PDF pages rendered to PNG on the server, shown on the case page."""
+"""Document previews: PDF pages rendered to JPEG on the server, shown on the case page."""
 
 from datetime import timedelta
 from http import HTTPStatus
@@ -50,16 +50,42 @@ def test_a_reviewer_sees_the_pages_of_a_pdf_as_images_on_the_case_page(
 
     image = client.get(first_page)
     assert image.status_code == HTTPStatus.OK
-    assert image["Content-Type"] == "image/png"
+    assert image["Content-Type"] == "image/jpeg"
     assert image["X-Content-Type-Options"] == "nosniff"
     assert "sandbox" in image["Content-Security-Policy"]
     data = b"".join(image.streaming_content)
     assert not data.startswith(b"%PDF")
-    png = Image.open(BytesIO(data))
-    assert png.format == "PNG"
-    assert png.convert("L").getextrema()[0] < 100  # something was drawn
-    assert png.width == settings.PREVIEW_WIDTH
-    assert png.width * png.height <= settings.PREVIEW_MAX_PIXELS
+    page = Image.open(BytesIO(data))
+    assert page.format == "JPEG"
+    assert page.convert("L").getextrema()[0] < 100  # something was drawn
+    assert page.width == settings.PREVIEW_WIDTH
+    assert page.width * page.height <= settings.PREVIEW_MAX_PIXELS
+
+
+@pytest.mark.django_db
+def test_a_preview_stored_as_png_before_is_still_served_as_png(client, reviewer):
+    # given: a page rendered when previews were PNG files
+    document = pdf_document(pages=1)
+    buffer = BytesIO()
+    Image.new("RGB", (20, 20), "white").save(buffer, format="PNG")
+    name = document.file.storage.save(
+        f"previews/{document.pk}/001.png", ContentFile(buffer.getvalue())
+    )
+    DocumentPreview.objects.create(
+        document=document,
+        status=DocumentPreview.Status.READY,
+        pages=[name],
+        page_count=1,
+    )
+    client.force_login(reviewer)
+
+    # when
+    image = client.get(reverse("admin:cases_document_preview", args=[document.pk, 1]))
+
+    # then
+    assert image.status_code == HTTPStatus.OK
+    assert image["Content-Type"] == "image/png"
+    assert b"".join(image.streaming_content) == buffer.getvalue()
 
 
 @pytest.mark.django_db
