@@ -113,7 +113,14 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# 0: a connection per request (behind PgBouncer, or the simplest set-up).
+# Without a pooler, CONN_MAX_AGE=60 keeps each process's connection: a filing
+# then costs PostgreSQL 5 ms of CPU instead of 15 (a new backend per request
+# spends about 10 ms starting; docs/benchmarks.md, issue 15 filing). The
+# health check makes a kept connection that died (database restarted) be
+# replaced at the next request instead of failing it.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the dev server and an in-process task share
     # the file without "database is locked".
