@@ -280,6 +280,8 @@ class Case(models.Model):
             models.Index(
                 fields=["merchant", "review_due_at", "id"], name="case_merchant_due"
             ),
+            # The queue's channel filter (its count reads this index alone).
+            models.Index(fields=["channel", "review_due_at"], name="case_channel_due"),
             # The queue's filters, each in due-date order (cases/admin/queue.py).
             models.Index(
                 fields=["review_due_at", "id"],

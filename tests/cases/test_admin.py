@@ -213,6 +213,7 @@ def test_a_long_filtered_queue_is_counted_up_to_a_cap(client, reviewer, monkeypa
     html = response.content.decode()
     assert "more than 3 cases" in html
     assert "?p=2" in html
+    assert 'class="question hidden"' not in html  # no "select all 4"
 
 
 def test_the_paginator_counts_for_real_on_sqlite_or_a_filtered_list():
