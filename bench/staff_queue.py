@@ -6,7 +6,9 @@ Usage::
         .venv/bin/python bench/staff_queue.py [--small 10000] [--large 1000000]
 
 Creates and migrates the database if needed, empties the case and registry
-tables, then:
+tables, then (with ``--reuse``: the small size in ``<database>_small``, the
+large one in the database itself, each generated only when it does not hold
+exactly that many cases yet, then measured):
 
 1. generates ``--small`` cases directly in PostgreSQL (INSERT ... SELECT over
    generate_series: merchants, terminals, bindings, case terminals, document
@@ -21,7 +23,8 @@ with DEBUG off and the production settings. Each page is requested 50 times
 different cases. The number of SQL queries is taken from one more request
 under ``CaptureQueriesContext``; EXPLAIN (ANALYZE, BUFFERS) is run at the
 large size on every query of each list, filter and search page that reads a
-case or registry table. Writes the ``queue`` section of docs/benchmarks.md.
+case or registry table. The API's case detail is measured the same way with
+a read-only API key. Writes the ``queue`` section of docs/benchmarks.md.
 """
 
 import argparse
