@@ -117,7 +117,7 @@ def _case_detail(case: Case) -> dict:
     statement, _frozen = finance.case_statement_current(case=case)
     context = {
         "statement": statement,
-        "progress": case_terminal_progress(case=case),
+        "progress": case_terminal_progress(case=case, links=case.prefetched_links),
         "device_returns": list(
             DeviceReturn.objects.filter(case=case)
             .select_related("terminal", "case")

@@ -6,7 +6,9 @@ Usage::
         .venv/bin/python bench/staff_queue.py [--small 10000] [--large 1000000]
 
 Creates and migrates the database if needed, empties the case and registry
-tables, then:
+tables, then (with ``--reuse``: the small size in ``<database>_small``, the
+large one in the database itself, each generated only when it does not hold
+exactly that many cases yet, then measured):
 
 1. generates ``--small`` cases directly in PostgreSQL (INSERT ... SELECT over
    generate_series: merchants, terminals, bindings, case terminals, document
@@ -21,7 +23,8 @@ with DEBUG off and the production settings. Each page is requested 50 times
 different cases. The number of SQL queries is taken from one more request
 under ``CaptureQueriesContext``; EXPLAIN (ANALYZE, BUFFERS) is run at the
 large size on every query of each list, filter and search page that reads a
-case or registry table. Writes the ``queue`` section of docs/benchmarks.md.
+case or registry table. The API's case detail is measured the same way with
+a read-only API key. Writes the ``queue`` section of docs/benchmarks.md.
 """
 
 import argparse
@@ -52,6 +55,7 @@ REQUESTS = 50
 WARMUP = 2
 LIST_GOAL_MS = 100
 SEARCH_GOAL_MS = 30
+API_GOAL_MS = 15
 
 CITIES = [
     "北京",
@@ -160,7 +164,7 @@ INSERT INTO cases_case (
   code_expires_at, code_attempts, code_sent_at, fees_statement, decision_note,
   failure_step, failure_reason, created_at, updated_at, submitted_at,
   review_due_at, approved_at, closed_at, assigned_to_id, recommended_by_id,
-  approved_by_id, merchant_id, replacement_terminal_id)
+  approved_by_id, merchant_id, replacement_terminal_id, channel)
 SELECT
   n,
   'UB-' || to_char(created, 'YYYY') || '-' || lpad(n::text, 7, '0'),
@@ -190,33 +194,37 @@ SELECT
        THEN %(approver)s::int END,
   m,
   CASE WHEN reason = 'device_replacement' AND n %% 3 = 0
-       THEN {STOCK_BASE} + 1 + n %% {STOCK_TERMINALS} END
+       THEN {STOCK_BASE} + 1 + n %% {STOCK_TERMINALS} END,
+  CASE WHEN n %% 10 = 7 THEN 'phone' WHEN n %% 25 = 9 THEN 'api' ELSE 'web' END
 FROM t JOIN terminals_merchant mc ON mc.id = t.m
 """
 
 # Terminals of the cases just inserted: one each, a second for every 10th case.
 TERMINALS_SQL = f"""
 INSERT INTO terminals_terminal (id, serial_number, terminal_id, model, kind, status,
-                                created_at, updated_at)
+                                created_at, updated_at, deposit_refund_condition)
 SELECT id, 'SN' || lpad(id::text, 10, '0'), lpad(id::text, 8, '0'),
        (ARRAY['PAX A920', 'Newland N910', 'Landi A8', 'Centerm K9'])[1 + id %% 4],
        (ARRAY['magstripe', 'chip', 'mobile', 'smart', 'qr'])[1 + id %% 5],
        CASE WHEN state = 'completed' THEN 'unbound' ELSE 'active' END,
-       created_at - interval '400 days', created_at
+       created_at - interval '400 days', created_at, ''
 FROM cases_case WHERE id BETWEEN %(lo)s AND %(hi)s
 UNION ALL
 SELECT {EXTRA_BASE} + id / 10, 'SX' || lpad((id / 10)::text, 10, '0'),
        'X' || lpad((id / 10)::text, 7, '0'), 'Sunmi P2', 'smart',
        CASE WHEN state = 'completed' THEN 'unbound' ELSE 'active' END,
-       created_at - interval '400 days', created_at
+       created_at - interval '400 days', created_at, ''
 FROM cases_case WHERE id BETWEEN %(lo)s AND %(hi)s AND id %% 10 = 0
 """
 CASE_TERMINALS_SQL = f"""
-INSERT INTO cases_caseterminal (case_id, terminal_id, is_open)
-SELECT id, id, state = ANY(%(open)s)
+INSERT INTO cases_caseterminal (case_id, terminal_id, is_open, execution_status,
+                                execution_error)
+SELECT id, id, state = ANY(%(open)s),
+       CASE WHEN state = 'completed' THEN 'done' ELSE 'pending' END, ''
 FROM cases_case WHERE id BETWEEN %(lo)s AND %(hi)s
 UNION ALL
-SELECT id, {EXTRA_BASE} + id / 10, state = ANY(%(open)s)
+SELECT id, {EXTRA_BASE} + id / 10, state = ANY(%(open)s),
+       CASE WHEN state = 'completed' THEN 'done' ELSE 'pending' END, ''
 FROM cases_case WHERE id BETWEEN %(lo)s AND %(hi)s AND id %% 10 = 0
 """
 BINDINGS_SQL = """
@@ -319,7 +327,8 @@ def reset_and_seed(*, now) -> dict:
         cursor.copy(
             "COPY terminals_merchant (id, merchant_id, uscc, name, legal_rep_name, "
             "legal_rep_id_number, contact_email, contact_phone, settlement_card_number, "
-            "status, created_at, updated_at) FROM STDIN"
+            "status, created_at, updated_at, kind, deposit_refund_condition) "
+            "FROM STDIN"
         ) as copy,
     ):
         for n in range(1, MERCHANTS + 1):
@@ -341,14 +350,16 @@ def reset_and_seed(*, now) -> dict:
                     "active",
                     now,
                     now,
+                    "enterprise",
+                    "",
                 )
             )
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO terminals_terminal (id, serial_number, terminal_id, model, "
-            "kind, status, created_at, updated_at) "
+            "kind, status, created_at, updated_at, deposit_refund_condition) "
             "SELECT %s + k, 'SR' || lpad(k::text, 10, '0'), 'R' || lpad(k::text, 7, '0'), "
-            "'PAX A920', 'smart', 'in_stock', %s, %s "
+            "'PAX A920', 'smart', 'in_stock', %s, %s, '' "
             "FROM generate_series(1, %s) AS k",
             [STOCK_BASE, now, now, STOCK_TERMINALS],
         )
@@ -457,11 +468,13 @@ def table_counts() -> dict[str, int]:
 class Page:
     key: str
     label: str
-    kind: str  # list | search | page
+    kind: str  # list | search | page | api
     urls: list[str]
     # Text each response must contain (per URL), to prove it found the case.
     expect: list[str] = field(default_factory=list)
     explain: bool = True
+    # Request headers (the API key of the API pages).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -504,6 +517,14 @@ def pages(*, reviewer, rng: random.Random) -> list[Page]:
     def repeat(url: str) -> list[str]:
         return [url] * REQUESTS
 
+    # The API's case detail, with a read-only key of its own for this run.
+    from api.services import api_key_create
+
+    _api_key, key = api_key_create(
+        name=f"bench-queue-{rng.randrange(10**9)}", scopes=["cases:read"]
+    )
+    api = {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
+
     # A merchant name without its number: shared with about 250 merchants.
     prefix = [re.sub(r"商贸有限公司\d+$", "", t[4]) for t in targets]
     return [
@@ -534,6 +555,12 @@ def pages(*, reviewer, rng: random.Random) -> list[Page]:
             "filter: close account",
             "list",
             repeat(q(close_account__exact="1")),
+        ),
+        Page(
+            "channel",
+            "filter: channel = phone",
+            "list",
+            repeat(q(channel__exact="phone")),
         ),
         Page(
             "replacement",
@@ -583,6 +610,15 @@ def pages(*, reviewer, rng: random.Random) -> list[Page]:
             repeat("/admin/"),
             explain=False,
         ),
+        Page(
+            "api_case",
+            "API: case detail (GET /api/v1/cases/<reference>/)",
+            "api",
+            [f"/api/v1/cases/{t[1]}/" for t in targets],
+            [f'"reference":"{t[1]}"' for t in targets],
+            explain=False,
+            headers=api,
+        ),
     ]
 
 
@@ -591,11 +627,11 @@ def measure(client, page: Page) -> Result:
     from django.test.utils import CaptureQueriesContext
 
     for url in page.urls[:WARMUP]:
-        client.get(url)
+        client.get(url, **page.headers)
     timings, cpu = [], []
     for i, url in enumerate(page.urls):
         started, cpu_started = time.perf_counter(), time.process_time()
-        response = client.get(url)
+        response = client.get(url, **page.headers)
         elapsed = (time.perf_counter() - started) * 1000
         cpu.append((time.process_time() - cpu_started) * 1000)
         if response.status_code != 200:
@@ -604,7 +640,7 @@ def measure(client, page: Page) -> Result:
             sys.exit(f"{url}: {page.expect[i]} not in the page")
         timings.append(elapsed)
     with CaptureQueriesContext(connection) as captured:
-        client.get(page.urls[0])
+        client.get(page.urls[0], **page.headers)
     timings.sort()
     return Result(
         page=page,
@@ -718,7 +754,13 @@ def _goal(result: Result) -> tuple[int | None, bool | None]:
         return LIST_GOAL_MS, result.p95 <= LIST_GOAL_MS
     if result.page.kind == "search":
         return SEARCH_GOAL_MS, result.p95 <= SEARCH_GOAL_MS
+    if result.page.kind == "api":
+        return API_GOAL_MS, result.p95 <= API_GOAL_MS
     return None, None
+
+
+def _seconds(value: float | None) -> str:
+    return "kept from an earlier run (`--reuse`)" if value is None else f"{value:.0f} s"
 
 
 def report(
@@ -767,8 +809,8 @@ def report(
     return f"""
 Generated directly in PostgreSQL (INSERT … SELECT over generate_series; secondary
 indexes dropped during the load and rebuilt from their migration definitions,
-then VACUUM ANALYZE): {timing["small"]:.0f} s for the small size, then
-{timing["large"]:.0f} s to grow it to the large size (target: under 10 minutes).
+then VACUUM ANALYZE): {_seconds(timing["small"])} for the small size, then
+{_seconds(timing["large"])} for the large size (target: under 10 minutes).
 Distribution: 70 % completed, 8 % rejected, 5 % withdrawn, 4 % expired, about
 12 % open (4 % submitted, 3.5 % in review, 1.5 % awaiting approval, …; about
 40 % of the cases waiting on staff are past their review due date); reasons
@@ -809,10 +851,47 @@ that reads a case or registry table (session and user lookups left out), trimmed
 """
 
 
+def use_database(name: str) -> None:
+    """Point Django's default connection at database ``name`` (same server)."""
+    from django.db import connections
+
+    connection = connections["default"]
+    connection.close()
+    connection.settings_dict["NAME"] = name
+
+
+def kept_users(cases: int) -> dict | None:
+    """The bench users of a database that already holds exactly ``cases`` cases."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM cases_case")
+        if cursor.fetchone()[0] != cases:
+            return None
+    reviewers = list(
+        User.objects.filter(username__startswith="bench-reviewer-")
+        .order_by("username")
+        .values_list("pk", flat=True)
+    )
+    approver = User.objects.filter(username="bench-approver").first()
+    if len(reviewers) != REVIEWERS or approver is None:
+        return None
+    return {"reviewers": reviewers, "approver": approver.pk}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the generated data between runs: the small size lives in "
+        "<database>_small, the large one in the database of DATABASE_URL; each "
+        "is generated only when it does not already hold exactly that many "
+        "cases (the 1M load takes minutes, measuring takes seconds)",
+    )
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
 
@@ -828,6 +907,10 @@ def main() -> None:
             "set DATABASE_URL to a PostgreSQL database, e.g. .../unbinding_bench_queue"
         )
     database_create_if_missing(url)
+    large_name = url.rsplit("/", 1)[1].split("?")[0]
+    small_name = f"{large_name}_small"
+    if args.reuse:
+        database_create_if_missing(url.replace(f"/{large_name}", f"/{small_name}"))
 
     import django
 
@@ -836,18 +919,31 @@ def main() -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    call_command("migrate", verbosity=0)
-    now = timezone.now()
-    users = reset_and_seed(now=now)
-    reviewer = User.objects.get(pk=users["reviewers"][0])
-
     timing, sizes, results, loads = {}, {}, {}, []
+    users = None
     for label, lo, hi in (
         ("small", 1, args.small),
         ("large", args.small + 1, args.large),
     ):
-        print(f"generating cases {lo:,}–{hi:,}", flush=True)
-        timing[label] = grow(lo=lo, hi=hi, now=now, users=users)
+        if args.reuse:
+            use_database(small_name if label == "small" else large_name)
+            call_command("migrate", verbosity=0)
+            users = kept_users(hi)
+            if users is None:
+                users = reset_and_seed(now=timezone.now())
+                print(f"generating cases 1–{hi:,}", flush=True)
+                timing[label] = grow(lo=1, hi=hi, now=timezone.now(), users=users)
+            else:
+                print(f"reusing the {hi:,} cases already generated", flush=True)
+                timing[label] = None
+        else:
+            if users is None:
+                call_command("migrate", verbosity=0)
+                now = timezone.now()
+                users = reset_and_seed(now=now)
+            print(f"generating cases {lo:,}–{hi:,}", flush=True)
+            timing[label] = grow(lo=lo, hi=hi, now=now, users=users)
+        reviewer = User.objects.get(pk=users["reviewers"][0])
         sizes[label] = table_counts()
         print(f"measuring at {hi:,} cases", flush=True)
         before = os.getloadavg()[0]

@@ -275,6 +275,13 @@ class Case(models.Model):
                 fields=["merchant", "created_at"], name="case_merchant_created"
             ),
             models.Index(fields=["closed_at"], name="case_closed_at"),
+            # The queue's search by merchant (number or name): the merchants'
+            # cases in due-date order from the index alone, no heap visit.
+            models.Index(
+                fields=["merchant", "review_due_at", "id"], name="case_merchant_due"
+            ),
+            # The queue's channel filter (its count reads this index alone).
+            models.Index(fields=["channel", "review_due_at"], name="case_channel_due"),
             # The queue's filters, each in due-date order (cases/admin/queue.py).
             models.Index(
                 fields=["review_due_at", "id"],

@@ -412,12 +412,29 @@ def case_identity(*, case: Case) -> CaseIdentity:
         channel=case.channel,
         channel_label=str(case.get_channel_display()),
         filed_by=case.filed_by.get_username() if case.filed_by_id else "",
-        checks=list(
+        checks=_prefetched(
+            case, "events", lambda e: e.type == CaseEvent.Type.IDENTITY_CHECKED
+        )
+        if _is_prefetched(case, "events")
+        else list(
             CaseEvent.objects.filter(
                 case=case, type=CaseEvent.Type.IDENTITY_CHECKED
             ).order_by("created_at", "pk")
         ),
-        evidence=list(
+        evidence=_prefetched(
+            case, "documents", lambda d: d.kind == Document.Kind.IDENTITY_CHECK
+        )
+        if _is_prefetched(case, "documents")
+        else list(
             Document.objects.filter(case=case, kind=Document.Kind.IDENTITY_CHECK)
         ),
     )
+
+
+def _is_prefetched(case: Case, relation: str) -> bool:
+    return relation in getattr(case, "_prefetched_objects_cache", {})
+
+
+def _prefetched(case: Case, relation: str, keep) -> list:
+    """The rows of ``relation`` the case page prefetched (in its order) that ``keep``."""
+    return [row for row in getattr(case, relation).all() if keep(row)]

@@ -42,7 +42,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -503,7 +503,7 @@ def _reserve_line(source: StatementInput, *, funds: Decimal) -> StatementLine | 
 
 
 def case_statement_input(*, case: Case, as_of: date | None = None) -> StatementInput:
-    """Read what ``case``'s statement is built from: three queries, any terminal count.
+    """Read what ``case``'s statement is built from: two queries, any terminal count.
 
     ``as_of`` is the statement's date (today unless given): the days left of
     a fee and the reserve's release count from it.
@@ -514,12 +514,18 @@ def case_statement_input(*, case: Case, as_of: date | None = None) -> StatementI
         .order_by("serial_number")
         .values("serial_number", "deposit", *MONEY_TERM_FIELDS)
     )
-    volumes = dict(
+    # Volume per terminal and what is still unsettled, in one grouped query.
+    sums = list(
         Transaction.objects.filter(terminal__case_links__case=case)
         .values_list("terminal__serial_number")
-        .annotate(total=Sum("amount"))
+        .annotate(
+            total=Sum("amount"),
+            unsettled=Sum("amount", filter=Q(settled=False)),
+            unsettled_count=Count("pk", filter=Q(settled=False)),
+        )
         .order_by()
     )
+    volumes = {serial: total for serial, total, _unsettled, _count in sums}
 
     def term(row: dict, name: str):
         value = row[name]
@@ -556,12 +562,9 @@ def case_statement_input(*, case: Case, as_of: date | None = None) -> StatementI
             settlement_reference=case.settlement_reference,
             **common,
         )
-    unsettled = Transaction.objects.filter(
-        terminal__case_links__case=case, settled=False
-    ).aggregate(total=Sum("amount"), count=Count("pk"))
     return StatementInput(
-        unsettled_total=unsettled["total"] or ZERO,
-        unsettled_count=unsettled["count"],
+        unsettled_total=sum((row[2] or ZERO for row in sums), ZERO),
+        unsettled_count=sum(row[3] for row in sums),
         **common,
     )
 

@@ -1,13 +1,17 @@
 """What the case admin screens share: the refusal page and states in words."""
 
+import re
+from functools import lru_cache
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
-from cases.models import Case, CaseState
+from cases.models import Case, CaseState, Reason
 from cases.services.common import CaseActionError
 
 
@@ -35,6 +39,20 @@ def state_label(value: str) -> str:
         return str(CaseState(value).label)
     except ValueError:
         return value
+
+
+@lru_cache(maxsize=256)
+def _reason_short(language: str | None, value: str) -> str:
+    try:
+        label = str(Reason(value).label)
+    except ValueError:
+        return value
+    return re.sub(r"\s*\([^)]*\)$", "", label)
+
+
+def reason_short_label(value: str) -> str:
+    """A case's reason without its Chinese gloss in brackets, in the active language."""
+    return _reason_short(get_language(), value)
 
 
 def datetime_short(value) -> str:

@@ -1,9 +1,9 @@
 """The case queue: a paginator for large lists and the queue's own filters."""
 
-import json
 from functools import cached_property
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import QuerySet
@@ -11,47 +11,51 @@ from django.utils.translation import gettext_lazy as _
 
 
 class EstimatedCountPaginator(Paginator):
-    """Count large lists from PostgreSQL's statistics instead of COUNT(*).
+    """Count the queue in one bounded query, whatever its size.
 
     On a table with a million rows COUNT(*) reads every matching row for
-    each page view. The unfiltered list uses the table's row estimate
-    (``pg_class.reltuples``, kept fresh by autovacuum); a filtered list asks
-    the planner how many rows it expects (EXPLAIN, no execution). Only when
-    the estimate is small is the list counted for real, which is then cheap.
-    SQLite always counts. The page links are approximate for huge lists,
-    which nobody pages through to the end anyway.
+    each page view. A filtered or searched list is counted up to ``CAP``
+    rows (``SELECT count(*) FROM (… LIMIT CAP + 1)``: at most CAP + 1 index
+    entries read); beyond that the page says "more than CAP" and pages on
+    (``capped``). The unfiltered list on PostgreSQL takes the table's row
+    estimate (``pg_class.reltuples``, kept fresh by autovacuum) once the
+    table holds CAP rows or more, and counts (capped) below that — in the
+    same statement, so the page runs the same number of queries at 10,000
+    and at 1,000,000 cases.
     """
 
-    # Below this many rows a real count is cheap and the estimate may be stale.
-    ESTIMATE_ABOVE = 10_000
+    # 40 pages of 25: nobody pages further; the queue is worked from the top.
+    CAP = 1_000
+
+    capped = False  # the count stopped at CAP + 1
+    estimated = False  # the count is the planner's row estimate
 
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        if isinstance(queryset, QuerySet):
-            connection = connections[queryset.db]
-            if connection.vendor == "postgresql":
-                estimate = self._estimate(queryset, connection)
-                if estimate is not None and estimate >= self.ESTIMATE_ABOVE:
-                    return estimate
-        return super().count
+        if not isinstance(queryset, QuerySet):
+            return super().count
+        connection = connections[queryset.db]
+        if not queryset.query.where and connection.vendor == "postgresql":
+            count, self.estimated = self._estimate_or_count(queryset, connection)
+        else:
+            count = queryset.order_by().values("pk")[: self.CAP + 1].count()
+        self.capped = not self.estimated and count > self.CAP
+        return count
 
-    @staticmethod
-    def _estimate(queryset: QuerySet, connection) -> int | None:
+    def _estimate_or_count(self, queryset: QuerySet, connection) -> tuple[int, bool]:
+        table = connection.ops.quote_name(queryset.model._meta.db_table)
         with connection.cursor() as cursor:
-            if not queryset.query.where:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [queryset.model._meta.db_table],
-                )
-                row = cursor.fetchone()
-                return int(row[0]) if row else None
-            sql, params = queryset.order_by().values("pk").query.sql_with_params()
-            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-            plan = cursor.fetchone()[0]
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        return int(plan[0]["Plan"]["Plan Rows"])
+            # The scalar subquery is an InitPlan: PostgreSQL runs it only when
+            # the CASE reaches it (a small or never analysed table).
+            cursor.execute(
+                "SELECT CASE WHEN c.reltuples >= %s THEN c.reltuples::bigint "
+                f"ELSE (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT %s) s) END, "
+                "c.reltuples >= %s FROM pg_class c WHERE c.oid = %s::regclass",
+                [self.CAP, self.CAP + 1, self.CAP, table],
+            )
+            count, estimated = cursor.fetchone()
+        return int(count), bool(estimated)
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -95,3 +99,97 @@ class ReplacementFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(replacement_terminal__isnull=True)
         return queryset
+
+
+# --- the rows of the list ------------------------------------------------------------
+
+# What the queue's columns read (cases/admin/case_page.py, list_display).
+QUEUE_FIELDS = (
+    "reference",
+    "state",
+    "reason",
+    "review_due_at",
+    "merchant__merchant_id",
+    "merchant__name",
+    "assigned_to__username",
+)
+
+
+class QueueChangeList(ChangeList):
+    """The admin's change list, fetching only the columns the rows show.
+
+    A case row has some forty columns, its merchant twenty; the page shows
+    seven. Only the page's own query is narrowed: the actions and the CSV
+    export get the full queryset (``get_queryset``), never deferred fields.
+    """
+
+    def get_results(self, request):
+        queryset = self.queryset
+        self.queryset = queryset.only(*QUEUE_FIELDS)
+        try:
+            super().get_results(request)
+        finally:
+            self.queryset = queryset
+
+
+_PK = "__pk__"
+
+
+def queue_rows(model_admin, cl) -> list[list[str]]:
+    """The rows of ``cl``'s page as HTML, one ``[row]`` per case.
+
+    What the admin's ``items_for_result`` renders (same cells, same classes,
+    same link and checkbox), without its per-cell machinery: field lookups,
+    ``display_for_value``, a form widget rendered through a template for
+    each checkbox and a ``reverse()`` for each link. Those cost about 1.5 ms
+    a row; this costs a few microseconds a cell. Every column of the queue's
+    ``list_display`` is a method of the admin returning safe HTML or text.
+    """
+    from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+    from django.urls import reverse
+    from django.utils.html import conditional_escape, format_html
+    from django.utils.safestring import mark_safe
+
+    # One reverse() for the page: the change URL with a placeholder for the pk
+    # (the admin's <path:object_id>), the list's filters preserved after it.
+    link = add_preserved_filters(
+        {"preserved_filters": cl.preserved_filters, "opts": cl.opts},
+        reverse(f"admin:{cl.opts.app_label}_{cl.opts.model_name}_change", args=[_PK]),
+    )
+    select_label = str(_("Select this object for an action - {}"))
+    empty = conditional_escape(model_admin.get_empty_value_display())
+    links = set(cl.list_display_links or ())
+    columns = [
+        (name, getattr(model_admin, name, None), name in links)
+        for name in cl.list_display
+    ]
+    rows = []
+    for obj in cl.result_list:
+        cells = []
+        for name, display, is_link in columns:
+            if name == "action_checkbox":
+                cells.append(
+                    format_html(
+                        '<td class="action-checkbox"><input type="checkbox" '
+                        'name="_selected_action" value="{}" class="action-select" '
+                        'aria-label="{}"></td>',
+                        obj.pk,
+                        select_label.format(obj),
+                    )
+                )
+                continue
+            value = display(obj)
+            text = empty if value is None or value == "" else conditional_escape(value)
+            if is_link:
+                cells.append(
+                    format_html(
+                        '<th class="field-{}"><a href="{}">{}</a></th>',
+                        name,
+                        link.replace(_PK, str(obj.pk), 1),
+                        text,
+                    )
+                )
+            else:
+                cells.append(f'<td class="field-{name}">{text}</td>')
+        rows.append([mark_safe("".join(cells))])  # every part escaped above
+    return rows

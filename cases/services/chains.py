@@ -39,14 +39,26 @@ class TerminalProgress:
         return bool(self.done or self.failed)
 
 
-def case_terminal_progress(*, case: Case) -> TerminalProgress:
-    """Read the per-terminal progress of ``case`` (one query)."""
+def case_terminal_progress(*, case: Case, links=None) -> TerminalProgress:
+    """Read the per-terminal progress of ``case`` (one query).
+
+    ``links``: the case's CaseTerminal rows with their terminals, when the
+    caller has read them already (no query then).
+    """
     progress = TerminalProgress()
-    rows = (
-        CaseTerminal.objects.filter(case=case)
-        .order_by("terminal__serial_number")
-        .values_list("terminal__serial_number", "execution_status", "execution_error")
-    )
+    if links is not None:
+        rows = sorted(
+            (link.terminal.serial_number, link.execution_status, link.execution_error)
+            for link in links
+        )
+    else:
+        rows = (
+            CaseTerminal.objects.filter(case=case)
+            .order_by("terminal__serial_number")
+            .values_list(
+                "terminal__serial_number", "execution_status", "execution_error"
+            )
+        )
     for serial, status, error in rows:
         progress.total += 1
         if status == Status.DONE:

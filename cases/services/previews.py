@@ -100,7 +100,11 @@ def document_preview_for_page(*, document: Document) -> DocumentPreview | None:
     """The preview to show on the case page; queue the rendering when missing."""
     if not document_preview_wanted(document=document):
         return None
-    preview = DocumentPreview.objects.filter(document=document).first()
+    try:
+        # Read with the document when selected with it (select_related).
+        preview = document.preview
+    except DocumentPreview.DoesNotExist:
+        preview = None
     if preview is None:
         preview, created = DocumentPreview.objects.get_or_create(document=document)
         if created:
@@ -222,7 +226,11 @@ def document_preview_fail(*, document_id: int, error: str) -> None:
 
 def document_preview_purge(*, document: Document) -> None:
     """Delete a document's preview images with the document (retention)."""
-    preview = DocumentPreview.objects.filter(document=document).first()
+    try:
+        # Read with the document when selected with it (select_related).
+        preview = document.preview
+    except DocumentPreview.DoesNotExist:
+        preview = None
     if preview is None:
         return
     for name in preview.pages:

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cases.admin import EstimatedCountPaginator
+from cases.admin.case_page import CaseAdmin
 from cases.models import Case, CaseEvent, CaseState, Document
 from tests import factories
 
@@ -112,28 +113,107 @@ def test_the_queue_search(client, reviewer, field):
     assert _listed_references(response) == [wanted.reference]
 
 
-def test_the_queue_runs_the_same_number_of_queries_for_5_and_60_cases(client, reviewer):
+QUEUE_VIEWS = [
+    "",
+    "state__exact=submitted",
+    "state__exact=in_review",
+    "reason__exact=device_replacement",
+    "overdue=yes",
+    "assignee=me",
+    "assignee=none",
+    "close_account__exact=1",
+    "replacement=yes",
+    "channel__exact=web",
+    "o=4",  # sorted by merchant
+]
+
+
+def _queue_cases(reviewer, count: int) -> None:
+    """``count`` cases of two kinds, so that each view of QUEUE_VIEWS lists some."""
+    for _ in range(count):
+        factories.CaseFactory(
+            state=CaseState.SUBMITTED,
+            reason="device_replacement",
+            close_account=True,
+            replacement_terminal=factories.TerminalFactory(),
+            review_due_at=timezone.now() - timedelta(days=1),
+        )
+        factories.CaseFactory(state=CaseState.IN_REVIEW, assigned_to=reviewer)
+
+
+@pytest.mark.parametrize("query", QUEUE_VIEWS)
+def test_the_queue_runs_the_same_queries_for_a_few_cases_and_for_pages_of_them(
+    client, reviewer, django_assert_num_queries, query
+):
     # given
     client.force_login(reviewer)
-    factories.CaseFactory.create_batch(
-        5, state=CaseState.IN_REVIEW, assigned_to=reviewer
-    )
-    client.get(reverse(CHANGELIST))  # warm the session and content types
+    url = reverse(CHANGELIST) + "?" + query
+    _queue_cases(reviewer, 1)
+    client.get(url)  # warm the session and content types
     with CaptureQueriesContext(connection) as few:
-        response = client.get(reverse(CHANGELIST))
-    assert len(response.context["cl"].result_list) == 5
+        response = client.get(url)
+    assert 1 <= len(response.context["cl"].result_list) <= 2
 
     # when
-    factories.CaseFactory.create_batch(
-        55, state=CaseState.IN_REVIEW, assigned_to=reviewer
-    )
-    with CaptureQueriesContext(connection) as many:
-        response = client.get(reverse(CHANGELIST))
+    _queue_cases(reviewer, 26)
+    with django_assert_num_queries(len(few)):
+        response = client.get(url)
 
     # then
-    assert len(response.context["cl"].result_list) == 50
-    assert len(many) == len(few), [q["sql"] for q in many]
-    assert len(many) <= 10
+    assert len(response.context["cl"].result_list) == 25  # a full page, then more
+    assert len(few) <= 8, [q["sql"] for q in few.captured_queries]
+
+
+def test_the_queue_rows_carry_the_checkbox_the_link_and_the_columns(
+    client, reviewer, second_reviewer
+):
+    # given
+    mine = factories.CaseFactory(state=CaseState.IN_REVIEW, assigned_to=reviewer)
+    free = factories.CaseFactory(state=CaseState.SUBMITTED, reason="device_replacement")
+    client.force_login(second_reviewer)
+
+    # when
+    response = client.get(reverse(CHANGELIST), {"state__exact": "in_review"})
+    everything = client.get(reverse(CHANGELIST)).content.decode()
+
+    # then
+    html = response.content.decode()
+    link = _change_url(mine) + "?_changelist_filters=state__exact%3Din_review"
+    assert (
+        f'<th class="field-reference_display"><a href="{link}">{mine.reference}</a></th>'
+        in html
+    )
+    assert (
+        f'<input type="checkbox" name="_selected_action" value="{mine.pk}" '
+        'class="action-select"'
+    ) in html
+    assert f'<td class="field-assignee_display">{reviewer.username}</td>' in html
+    assert free.reference not in html
+    assert '<td class="field-assignee_display">-</td>' in everything
+    assert '<td class="field-reason_short">Device replacement</td>' in everything
+    assert '<td class="field-terminal_count_display">1</td>' in everything
+    assert "1 case\n" in html  # the count under the list
+
+
+def test_a_long_filtered_queue_is_counted_up_to_a_cap(client, reviewer, monkeypatch):
+    # given
+    monkeypatch.setattr(EstimatedCountPaginator, "CAP", 3)
+    monkeypatch.setattr(CaseAdmin, "list_per_page", 2)
+    factories.CaseFactory.create_batch(5, state=CaseState.SUBMITTED)
+    client.force_login(reviewer)
+
+    # when
+    response = client.get(reverse(CHANGELIST), {"state__exact": "submitted"})
+
+    # then
+    cl = response.context["cl"]
+    assert cl.paginator.capped
+    assert cl.result_count == 4  # CAP + 1: "more", without counting them all
+    assert len(cl.result_list) == 2
+    html = response.content.decode()
+    assert "more than 3 cases" in html
+    assert "?p=2" in html
+    assert 'class="question hidden"' not in html  # no "select all 4"
 
 
 def test_the_paginator_counts_for_real_on_sqlite_or_a_filtered_list():
@@ -282,6 +362,40 @@ def test_the_case_page_masks_numbers_and_shows_impact_documents_and_timeline(
     assert "filed it" in html
     assert ' style="' not in html.split('id="actions"')[1]
     assert "<script>" not in html
+
+
+def _case_page_material(case: Case, count: int) -> None:
+    for i in range(count):
+        factories.DocumentFactory(case=case, original_name=f"extra-{i}.pdf")
+        CaseEvent.objects.create(
+            case=case, type=CaseEvent.Type.FILED, actor_kind="merchant", note=f"n{i}"
+        )
+
+
+def test_the_case_page_reads_documents_and_events_in_a_constant_number_of_queries(
+    client, reviewer
+):
+    # given
+    case = factories.CaseFactory(state=CaseState.IN_REVIEW, assigned_to=reviewer)
+    _case_page_material(case, 1)
+    client.force_login(reviewer)
+    client.get(_change_url(case))  # previews requested, session warm
+    with CaptureQueriesContext(connection) as few:
+        client.get(_change_url(case))
+
+    # when
+    _case_page_material(case, 5)
+    client.get(_change_url(case))  # the new documents' previews requested
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(_change_url(case))
+
+    # then
+    assert "extra-4.pdf" in response.content.decode()
+    assert len(many) == len(few), [q["sql"] for q in many.captured_queries]
+    documents = [
+        q for q in many.captured_queries if 'FROM "cases_document"' in q["sql"]
+    ]
+    assert len(documents) == 1, documents
 
 
 def test_the_case_page_shows_only_the_buttons_the_user_may_press(
