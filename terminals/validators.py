@@ -9,7 +9,7 @@ a USCC of authority N) and accept impossible ones (docs/security.md, "Issue 11")
 
 import re
 import unicodedata
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -171,7 +171,12 @@ def validate_resident_id(value: str) -> None:
         birth = date(int(match[2]), int(match[3]), int(match[4]))
     except ValueError:
         raise invalid from None
-    if birth.year < EARLIEST_BIRTH_YEAR or birth > timezone.localdate():
+    # The local date is at most a day off the machine's: only a birth date
+    # within the last days needs the (slower) time-zone-aware comparison.
+    if birth.year < EARLIEST_BIRTH_YEAR or (
+        birth > datetime.now(UTC).date() - timedelta(days=2)
+        and birth > timezone.localdate()
+    ):
         raise invalid
     if ric.calc_check_digit(value) != value[17]:
         raise invalid
