@@ -23,6 +23,8 @@ TERMINAL_ID_RE = re.compile(r"^[0-9A-Z]{8}$")
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
 # The canonical serial number: what normalise_serial_number returns.
 SERIAL_NUMBER_RE = re.compile(r"^[0-9A-Z]{4,32}$")
+# White space and dashes a person types inside a code.
+CODE_SEPARATORS_RE = re.compile(r"[\s-]")
 # White space and dashes (ASCII, Unicode and full-width) inside a serial: a
 # label prints "AB-1234" or "AB 1234", a merchant types "ab1234".
 SERIAL_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe63\uff0d]+")
@@ -30,7 +32,7 @@ SERIAL_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe63\uff0d]+")
 
 def normalise_code(value: str) -> str:
     """Strip spaces and dashes a person may type and upper-case the letters."""
-    return re.sub(r"[\s-]", "", value or "").upper()
+    return CODE_SEPARATORS_RE.sub("", value or "").upper()
 
 
 def normalise_mobile(value: str) -> str:
