@@ -1,13 +1,24 @@
 """Load the registry file of CONTRACT.md: merchants, terminals, bindings, transactions.
 
-The import runs in three phases inside one transaction, so a bad record
-rejects the whole file:
+``registry_import_file`` reads the file as a stream (ijson: one record at a
+time, numbers as ``Decimal``, never ``float``); ``registry_import`` takes the
+parsed JSON (the API's registry sync). Both run in one transaction, so a bad
+record rejects the whole file:
 
-1. every record is checked in memory with the model fields' own validators;
-2. existing rows are fetched by natural key in chunks and the file is checked
-   against them (an identifier held by another row, a terminal bound to another
-   merchant than the file says);
-3. new rows are inserted and changed rows updated in batches.
+1. every record is checked on its own with the model fields' own validators;
+2. the file is checked as a whole and against the registry (a key twice in the
+   file, an identifier held by another row, a terminal bound to another
+   merchant than the file says), naming the first offending record;
+3. new rows are inserted and changed rows updated; unchanged rows are not
+   written at all.
+
+On PostgreSQL (``_import_staged``) each checked record is copied (``COPY``)
+into a temporary staging table as soon as it is read, so memory stays flat
+whatever the file's size; steps 2 and 3 are a few set-based statements over
+the staging tables (an UPDATE ... WHERE the values are DISTINCT FROM the
+stored ones, an INSERT of the new keys). Elsewhere (SQLite, ``make run``:
+``_import_in_memory``) the records are held in memory and compared in Python,
+with the same checks and messages.
 
 Natural keys: ``merchant_id`` for merchants, ``serial_number`` for terminals
 (stored in its canonical form, ``validators.normalise_serial_number``: the
@@ -15,7 +26,6 @@ file may print ``AB-1234`` or ``ab 1234``, both are terminal ``AB1234``),
 (terminal, occurred_at, amount) for transactions. Importing the same file
 twice changes nothing the second time.
 """
-
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
