@@ -26,6 +26,7 @@ file may print ``AB-1234`` or ``ab 1234``, both are terminal ``AB1234``),
 (terminal, occurred_at, amount) for transactions. Importing the same file
 twice changes nothing the second time.
 """
+
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -735,10 +736,12 @@ def _stream_sections(handle: BinaryIO) -> Iterator[tuple[str, Iterator]]:
         if event == "end_map":
             break
         section = value  # a map_key
-        if section not in SECTIONS or section in seen:
+        if section not in SECTIONS:
             raise RegistryImportError(
                 _("unknown section(s): %(names)s") % {"names": section}
             )
+        if section in seen:
+            raise RegistryImportError(_("the section appears twice"), section=section)
         seen.add(section)
         event, value = next(events)
         if event == "null":

@@ -269,6 +269,7 @@ def test_sections_in_any_order_and_null_sections(tmp_path):
         (b'{"merchants": [], "shops": []}', "unknown section(s): shops"),
         (b'{"terminals": {"serial_number": "SN1"}}', "terminals: must be a list"),
         (b'{"terminals": [42]}', "terminals[0]: a record must be a JSON object"),
+        (b'{"terminals": [], "terminals": []}', "terminals: the section appears twice"),
         (b'{"merchants": []} trailing', "not valid JSON"),
         (b'{"merchants": [{"merchant_id": "8981"', "not valid JSON"),
     ],
