@@ -9,7 +9,7 @@ a USCC of authority N) and accept impossible ones (docs/security.md, "Issue 11")
 
 import re
 import unicodedata
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -23,6 +23,8 @@ TERMINAL_ID_RE = re.compile(r"^[0-9A-Z]{8}$")
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
 # The canonical serial number: what normalise_serial_number returns.
 SERIAL_NUMBER_RE = re.compile(r"^[0-9A-Z]{4,32}$")
+# White space and dashes a person types inside a code.
+CODE_SEPARATORS_RE = re.compile(r"[\s-]")
 # White space and dashes (ASCII, Unicode and full-width) inside a serial: a
 # label prints "AB-1234" or "AB 1234", a merchant types "ab1234".
 SERIAL_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe63\uff0d]+")
@@ -30,7 +32,7 @@ SERIAL_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2015\u2212\ufe63\uff0d]+")
 
 def normalise_code(value: str) -> str:
     """Strip spaces and dashes a person may type and upper-case the letters."""
-    return re.sub(r"[\s-]", "", value or "").upper()
+    return CODE_SEPARATORS_RE.sub("", value or "").upper()
 
 
 def normalise_mobile(value: str) -> str:
@@ -171,7 +173,12 @@ def validate_resident_id(value: str) -> None:
         birth = date(int(match[2]), int(match[3]), int(match[4]))
     except ValueError:
         raise invalid from None
-    if birth.year < EARLIEST_BIRTH_YEAR or birth > timezone.localdate():
+    # The local date is at most a day off the machine's: only a birth date
+    # within the last days needs the (slower) time-zone-aware comparison.
+    if birth.year < EARLIEST_BIRTH_YEAR or (
+        birth > datetime.now(UTC).date() - timedelta(days=2)
+        and birth > timezone.localdate()
+    ):
         raise invalid
     if ric.calc_check_digit(value) != value[17]:
         raise invalid

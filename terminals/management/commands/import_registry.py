@@ -1,11 +1,11 @@
 """``python manage.py import_registry FILE``: load the registry JSON of CONTRACT.md."""
 
-import json
 from pathlib import Path
 
+import ijson
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from terminals.importer import RegistryImportError, registry_import
+from terminals.importer import RegistryImportError, registry_import_file
 
 
 class Command(BaseCommand):
@@ -19,14 +19,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, **options) -> None:
         try:
-            with file.open("rb") as handle:
-                data = json.load(handle)
+            handle = file.open("rb")
         except OSError as error:
             raise CommandError(f"cannot read {file}: {error.strerror}") from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CommandError(f"{file} is not valid JSON: {error}") from error
         try:
-            result = registry_import(data=data)
+            with handle:
+                # Read as a stream: a million terminals never sit in memory.
+                result = registry_import_file(handle)
+        except (ijson.JSONError, UnicodeDecodeError) as error:
+            raise CommandError(
+                f"{file} is not valid JSON: {error}. Nothing was imported."
+            ) from error
         except RegistryImportError as error:
             raise CommandError(f"{file}: {error}. Nothing was imported.") from error
         for kind, counts in result.as_dict().items():
