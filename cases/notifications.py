@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
@@ -144,21 +144,39 @@ def notification_queue(
 
 
 def notification_queue_many(*, notifications: list[Notification]) -> list[Notification]:
-    """Record several unsaved notices at once (two queries) and dispatch them.
+    """Record several unsaved notices at once (one statement) and dispatch them.
 
     Idempotent by ``dedupe_key`` like ``notification_queue``: rows that
-    already exist are kept as they are; the pending ones are dispatched again,
-    which is harmless since a notice is sent at most once.
+    already exist are kept as they are and dispatched again, which is
+    harmless since a notice is sent at most once. The rows returned are the
+    given ones with their pks, in pk order.
     """
-    notifications = [row for n in notifications for row in notices_by_channel(n)]
+    unique: dict[str, Notification] = {}
+    for notice in notifications:
+        for row in notices_by_channel(notice):
+            unique.setdefault(row.dedupe_key, row)
+    notifications = list(unique.values())
     if not notifications:
         return []
-    Notification.objects.bulk_create(notifications, ignore_conflicts=True)
-    rows = list(
-        Notification.objects.filter(
-            dedupe_key__in=[n.dedupe_key for n in notifications]
-        ).order_by("pk")
-    )
+    if connection.features.can_return_rows_from_bulk_insert:
+        # One statement: INSERT … ON CONFLICT (dedupe_key) DO UPDATE (a no-op,
+        # the stored row unchanged) RETURNING id, so every row gets its pk,
+        # new or not. A row already there is dispatched again, harmlessly:
+        # ``notification_send`` sends only a pending notice, once.
+        Notification.objects.bulk_create(
+            notifications,
+            update_conflicts=True,
+            unique_fields=["dedupe_key"],
+            update_fields=["dedupe_key"],
+        )
+        rows = sorted(notifications, key=lambda row: row.pk)
+    else:
+        Notification.objects.bulk_create(notifications, ignore_conflicts=True)
+        rows = list(
+            Notification.objects.filter(
+                dedupe_key__in=[n.dedupe_key for n in notifications]
+            ).order_by("pk")
+        )
     pending = [row.pk for row in rows if row.status == Notification.Status.PENDING]
     if len(pending) == 1:
         notification_dispatch(notification_id=pending[0])

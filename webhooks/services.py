@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import Min
@@ -48,6 +49,9 @@ USER_AGENT = "pos-unbinding-webhooks/1"
 CLAIM_CHUNK = 20
 
 _local = threading.local()
+# The active subscriptions and their event types, in the shared cache.
+SUBSCRIPTIONS_CACHE_KEY = "webhooks:subscriptions:v1"
+SUBSCRIPTIONS_CACHE_SECONDS = 60
 
 
 def subscription_create(
@@ -104,14 +108,46 @@ def case_event_payload(*, case, event_type: str, from_state: str, at: datetime) 
     }
 
 
+def _cache_shared() -> bool:
+    """Whether the default cache is one for every process (Redis), not per process."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    return not backend.endswith(("LocMemCache", "DummyCache"))
+
+
+def subscribed(event_type: str) -> list[int]:
+    """Ids of the active subscriptions to ``event_type``.
+
+    Every case transition asks, and most find none: with a cache shared by
+    every process the list is kept there (``SUBSCRIPTIONS_CACHE_SECONDS`` at
+    most) and dropped whenever a subscription is saved or deleted
+    (``subscriptions_changed``, also once that transaction commits). A
+    per-process cache would keep a worker blind to a subscription added in
+    the web process, so without a shared one it is read from the database.
+    """
+    shared = _cache_shared()
+    rows = cache.get(SUBSCRIPTIONS_CACHE_KEY) if shared else None
+    if rows is None:
+        rows = list(
+            Subscription.objects.filter(is_active=True)
+            .order_by("pk")
+            .values_list("pk", "event_types")
+        )
+        if shared:
+            cache.set(SUBSCRIPTIONS_CACHE_KEY, rows, SUBSCRIPTIONS_CACHE_SECONDS)
+    return [pk for pk, types in rows if event_type in (types or [])]
+
+
+def subscriptions_changed(**kwargs) -> None:
+    """Drop the cached subscriptions now and once the change commits (signal receiver)."""
+    cache.delete(SUBSCRIPTIONS_CACHE_KEY)
+    # A reader between now and the commit may cache the old rows again.
+    transaction.on_commit(lambda: cache.delete(SUBSCRIPTIONS_CACHE_KEY))
+
+
 def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
     """Write the deliveries announcing ``case``'s new state (call inside its transaction)."""
     event_type = f"case.{case.state}"
-    subscriptions = [
-        s
-        for s in Subscription.objects.filter(is_active=True)
-        if event_type in (s.event_types or [])
-    ]
+    subscriptions = subscribed(event_type)
     if not subscriptions:
         return []
     now = timezone.now()
@@ -122,7 +158,7 @@ def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
     deliveries = Delivery.objects.bulk_create(
         [
             Delivery(
-                subscription=subscription,
+                subscription_id=subscription_id,
                 webhook_id=f"msg_{uuid.uuid4().hex}",
                 event_type=event_type,
                 case_id=case.pk,
@@ -132,7 +168,7 @@ def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
                 created_at=now,
                 retry_until=now + settings.WEBHOOK_RETRY_FOR,
             )
-            for subscription in subscriptions
+            for subscription_id in subscriptions
         ]
     )
     ids = [d.pk for d in deliveries if d.pk is not None]

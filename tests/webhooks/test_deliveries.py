@@ -512,3 +512,58 @@ def test_an_unknown_event_type_is_refused_in_admin(admin_client):
 
     assert response.status_code == 200
     assert Subscription.objects.count() == 0
+
+
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    """A cache every process shares (files here; Redis in production)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
+    }
+    yield
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+def _subscription_reads(queries) -> int:
+    return sum('"webhooks_subscription"' in q["sql"] for q in queries)
+
+
+def test_with_a_shared_cache_the_subscriptions_are_read_once_and_news_seen_at_once(
+    shared_cache, reviewer, on_commit, receiver
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    first, second, third = [
+        factories.CaseFactory(state=CaseState.SUBMITTED) for _ in range(3)
+    ]
+
+    # when: two transitions with no subscription
+    with CaptureQueriesContext(connection) as queries:
+        start_review(first, reviewer, on_commit)
+        start_review(second, reviewer, on_commit)
+
+    # then: the (empty) list is read once, nothing announced
+    assert _subscription_reads(queries) == 1
+    assert not Delivery.objects.exists()
+
+    # when: a URL subscribes (in another process it would be the same cache)
+    subscription = subscription_create(url=receiver.url)
+    start_review(third, reviewer, on_commit)
+
+    # then: the next transition announces itself
+    assert Delivery.objects.get().case_id == third.pk
+    assert len(receiver.delivered()) == 1
+
+    # when: it is switched off
+    subscription.is_active = False
+    subscription.save()
+    reject(third, reviewer, on_commit)
+
+    # then
+    assert Delivery.objects.count() == 1
