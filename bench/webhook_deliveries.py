@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.execution import (  # noqa: E402
     _split,
     database_prepare,
+    process_tree_cpu,
     start_workers,
     stop_workers,
 )
@@ -292,6 +293,7 @@ def main() -> None:
         "SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
     )
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+    os.environ.setdefault("CACHE_URL", broker)  # shared, as in production
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     database_prepare(database)
 
@@ -343,15 +345,20 @@ def main() -> None:
             )
             try:
                 started = time.monotonic()
+                cpu = process_tree_cpu(worker.pid)
                 wait_delivered(ids, timeout=600)
                 elapsed = time.monotonic() - started
+                cpu = process_tree_cpu(worker.pid) - cpu
             finally:
                 stop_workers(worker)
             result = check(receiver, by_case, offset)
             receiver.reset()
             load_end = os.getloadavg()[0]
-            rows.append((processes, len(ids), elapsed, result, load_start, load_end))
+            rows.append(
+                (processes, len(ids), elapsed, result, load_start, load_end, cpu)
+            )
             print(
+                f"worker CPU {cpu / len(ids) * 1000:.2f} ms per delivery; "
                 f"{processes} process(es): {len(ids) / elapsed:.0f} deliveries/s "
                 f"({len(ids) / elapsed / processes:.0f} per process); {result}; "
                 f"load {load_start:.1f} → {load_end:.1f}"
@@ -362,14 +369,16 @@ def main() -> None:
 
     table = [
         "| worker processes | deliveries | seconds | deliveries/s | per process | "
+        "worker CPU ms / delivery | "
         "received | duplicates | missing | out of order | signatures checked / bad "
         "| receiver connections | load (1 min) start → end |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for processes, n, elapsed, r, start, end in rows:
+    for processes, n, elapsed, r, start, end, cpu in rows:
         table.append(
             f"| {processes} | {n} | {elapsed:.1f} | {n / elapsed:.0f} | "
-            f"{n / elapsed / processes:.0f} | {r['posts']} | {r['duplicates']} | "
+            f"{n / elapsed / processes:.0f} | {cpu / n * 1000:.2f} | "
+            f"{r['posts']} | {r['duplicates']} | "
             f"{r['missing']} | {r['out_of_order']} | {r['verified']} / "
             f"{r['bad_signatures']} | {r['connections']} | {start:.1f} → {end:.1f} |"
         )
@@ -381,8 +390,10 @@ one call per case), sent by one `celery worker --pool prefork -c N` consuming
 `default` over Redis, on PostgreSQL, to a threaded HTTP/1.1 receiver on loopback
 in the benchmark's process (it checks the Standard Webhooks signature of every
 {VERIFY_EVERY}th POST). The rate runs from the worker being ready to the last
-delivery marked delivered; every delivery is checked received once and in
-order per case.
+delivery marked delivered; "worker CPU" is the CPU time of the worker's
+processes over that span (from /proc): 1000 / that is what one process does
+with a core to itself, whatever the load. Every delivery is checked received
+once and in order per case.
 
 {chr(10).join(table)}
 

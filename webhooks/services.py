@@ -36,6 +36,7 @@ from django.db.models import Min
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from cases.models import rows_update
 from webhooks import tasks
 from webhooks.models import EVENT_TYPES, Delivery, Subscription, new_secret
 
@@ -341,7 +342,7 @@ def deliveries_send(
 
     The deliveries are claimed (``_claim``) and sent ``CLAIM_CHUNK`` at a time
     over this thread's kept-alive HTTP session, oldest first; the answers of a
-    chunk are written with one UPDATE. Once a delivery of a case fails, the
+    chunk are written with one UPDATE (``rows_update``). Once a delivery of a case fails, the
     later ones of that case wait for it. A delivered one lets the case's next
     pending delivery (not in this batch) go at once; a failed one is retried
     by its own task after its backoff (or by the sweep).
@@ -367,7 +368,7 @@ def deliveries_send(
             sent.append(delivery)
         with transaction.atomic():
             if sent:
-                Delivery.objects.bulk_update(sent, RECORDED_FIELDS)
+                rows_update(sent, RECORDED_FIELDS)
             if released:
                 Delivery.objects.filter(pk__in=released).update(claimed_until=None)
         for delivery in sent:
