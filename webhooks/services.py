@@ -32,7 +32,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -206,65 +206,74 @@ def retry_delay(attempts: int) -> float:
 
 
 def _http() -> requests.Session:
-    """This thread's HTTP session: connections kept alive across deliveries."""
+    """This thread's HTTP session: connections kept alive across deliveries.
+
+    ``trust_env`` off: requests would otherwise read every environment
+    variable (proxies, netrc) on each POST, most of its CPU here; the
+    environment's proxies are resolved once per URL instead (``_proxies``).
+    """
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = requests.Session()
+        session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
+        _local.proxies = {}
     return session
+
+
+def _proxies(url: str) -> dict[str, str]:
+    """The proxies the environment names for ``url`` (``no_proxy`` honoured), cached."""
+    cached = _local.proxies.get(url)
+    if cached is None:
+        cached = _local.proxies[url] = requests.utils.get_environ_proxies(url)
+    return cached
 
 
 def _claim(*, delivery_ids: list[int], now: datetime) -> list[Delivery]:
     """Hold the due deliveries that are first in line of their case for this sender.
 
-    One transaction: the rows locked (rows another sender is locking are
-    skipped), one query for the earlier pending deliveries of their cases, one
-    UPDATE of the claim. A delivery waits while an earlier one of its
-    subscription and case is pending and not claimed here with it; the ones
-    claimed go out in ``pk`` order. Return them, oldest first.
+    One transaction, two statements: the rows locked (rows another sender is
+    locking are skipped), each with the nearest earlier pending delivery of
+    its subscription and case; then one UPDATE of the claim. A delivery waits
+    while that earlier one is not claimed here before it; the ones claimed go
+    out in ``pk`` order. Return them, oldest first.
     """
+    earlier_pending = (
+        Delivery.objects.filter(
+            subscription_id=OuterRef("subscription_id"),
+            case_id=OuterRef("case_id"),
+            status=Delivery.Status.PENDING,
+            pk__lt=OuterRef("pk"),
+        )
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
     claimable: list[Delivery] = []
     with transaction.atomic():
         rows = list(
             Delivery.objects.select_for_update(of=("self",), skip_locked=True)
             .select_related("subscription")
+            .annotate(earlier_pending=Subquery(earlier_pending))
             .filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
             .order_by("pk")
         )
-        if not rows:
-            return []
-        # The first pending delivery of each (subscription, case) outside
-        # these rows: nothing after it may overtake it.
-        first_outside = {
-            (row["subscription_id"], row["case_id"]): row["first"]
-            for row in Delivery.objects.filter(
-                status=Delivery.Status.PENDING,
-                case_id__in={d.case_id for d in rows},
-                pk__lt=rows[-1].pk,
-            )
-            .exclude(pk__in=[d.pk for d in rows])
-            .values("subscription_id", "case_id")
-            .annotate(first=Min("pk"))
-        }
-        stopped: set[tuple[int, int]] = set()
+        claimed: set[int] = set()
         for delivery in rows:
-            key = (delivery.subscription_id, delivery.case_id)
-            if key in stopped or first_outside.get(key, delivery.pk) < delivery.pk:
-                stopped.add(key)
-                continue
+            if delivery.earlier_pending is not None and (
+                delivery.earlier_pending not in claimed
+            ):
+                continue  # an earlier one of its case is not going first
             if delivery.next_attempt_at > now or (
                 delivery.claimed_until and delivery.claimed_until > now
             ):
-                stopped.add(key)  # not due, or another sender has it
-                continue
+                continue  # not due, or another sender has it
             claimable.append(delivery)
+            claimed.add(delivery.pk)
         if claimable:
             until = now + timedelta(
                 seconds=settings.WEBHOOK_TIMEOUT_SECONDS * len(claimable) + 30
             )
-            Delivery.objects.filter(pk__in=[d.pk for d in claimable]).update(
-                claimed_until=until
-            )
+            Delivery.objects.filter(pk__in=claimed).update(claimed_until=until)
     return claimable
 
 
@@ -287,6 +296,7 @@ def _post(delivery: Delivery, session: requests.Session) -> tuple[int | None, st
                 "webhook-signature": " ".join(signatures),
             },
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            proxies=_proxies(delivery.subscription.url),
             # A redirect is an answer that is not 2xx: retried, never followed.
             allow_redirects=False,
         )
