@@ -83,6 +83,7 @@ def free_port() -> int:
 
 
 def reset_data() -> None:
+    """Empty the tables the run writes (webhook subscriptions too: none here)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -90,7 +91,8 @@ def reset_data() -> None:
             "TRUNCATE cases_notification, cases_executionstep, cases_caseevent, "
             "cases_document, cases_caseterminal, cases_case, terminals_transaction, "
             "terminals_settlementbatch, terminals_binding, terminals_terminal, "
-            "terminals_merchant RESTART IDENTITY CASCADE"
+            "terminals_merchant, webhooks_delivery, webhooks_subscription "
+            "RESTART IDENTITY CASCADE"
         )
 
 
@@ -536,7 +538,7 @@ the merchant's completion notice and one per department, each with the CSV expor
 attached). Each rate is measured from the
 worker being ready to the last case completed / the last e-mail received;
 "worker CPU" is the CPU time the worker's processes used over that same span
-(from /proc), which does not grow with the load of the machine, unlike the
+(from /proc), which grows much less with the load of the machine than the
 rates: 1000 / (CPU ms per case) is what one process does with a core to
 itself, the database's work aside. The
 worker shares the machine's 2 cores with PostgreSQL, Redis, the sink and this

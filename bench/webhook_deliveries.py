@@ -391,8 +391,8 @@ one call per case), sent by one `celery worker --pool prefork -c N` consuming
 in the benchmark's process (it checks the Standard Webhooks signature of every
 {VERIFY_EVERY}th POST). The rate runs from the worker being ready to the last
 delivery marked delivered; "worker CPU" is the CPU time of the worker's
-processes over that span (from /proc): 1000 / that is what one process does
-with a core to itself, whatever the load. Every delivery is checked received
+processes over that span (from /proc): 1000 / that is about what one process
+does with a core to itself (on a VM it still grows somewhat with the load). Every delivery is checked received
 once and in order per case.
 
 {chr(10).join(table)}
