@@ -1428,3 +1428,42 @@ class FinanceItem(models.Model):
     @property
     def is_refund(self) -> bool:
         return self.direction == self.Direction.TO_MERCHANT
+
+
+def rows_update(rows: list[models.Model], fields: tuple[str, ...]) -> None:
+    """Write ``fields`` of several rows of one model with one UPDATE (PostgreSQL).
+
+    ``UPDATE … FROM (VALUES …)``: Django's ``bulk_update`` builds a CASE per
+    field and row, which costs more CPU than the single UPDATEs it replaces.
+    Elsewhere (SQLite, local runs) each row is saved.
+    """
+    from django.db import connection
+
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        for row in rows:
+            row.save(update_fields=list(fields))
+        return
+    meta = rows[0]._meta
+    columns = [meta.get_field(name) for name in fields]
+    casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in columns)]
+    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    params: list = []
+    for row in rows:
+        params.append(row.pk)
+        params += [
+            f.get_db_prep_save(getattr(row, f.attname), connection) for f in columns
+        ]
+    quote = connection.ops.quote_name
+    names = [quote(f.column) for f in columns]
+    pk = quote(meta.pk.column)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} AS t SET "
+        + ", ".join(f"{name} = v.{name}" for name in names)
+        + " FROM (VALUES "
+        + ", ".join([row_sql] * len(rows))
+        + f") AS v({pk}, {', '.join(names)}) WHERE t.{pk} = v.{pk}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

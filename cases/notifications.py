@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from cases import tasks
-from cases.models import Case, Document, ExecutionStep, Notification
+from cases.models import Case, Document, ExecutionStep, Notification, rows_update
 from cases.sms import SMS, SmsRefused, notices_by_channel, sms_fallback, sms_message
 
 logger = logging.getLogger(__name__)
@@ -156,21 +156,39 @@ def notification_queue(
 
 
 def notification_queue_many(*, notifications: list[Notification]) -> list[Notification]:
-    """Record several unsaved notices at once (two queries) and dispatch them.
+    """Record several unsaved notices at once (one statement) and dispatch them.
 
     Idempotent by ``dedupe_key`` like ``notification_queue``: rows that
-    already exist are kept as they are; the pending ones are dispatched again,
-    which is harmless since a notice is sent at most once.
+    already exist are kept as they are and dispatched again, which is
+    harmless since a notice is sent at most once. The rows returned are the
+    given ones with their pks, in pk order.
     """
-    notifications = [row for n in notifications for row in notices_by_channel(n)]
+    unique: dict[str, Notification] = {}
+    for notice in notifications:
+        for row in notices_by_channel(notice):
+            unique.setdefault(row.dedupe_key, row)
+    notifications = list(unique.values())
     if not notifications:
         return []
-    Notification.objects.bulk_create(notifications, ignore_conflicts=True)
-    rows = list(
-        Notification.objects.filter(
-            dedupe_key__in=[n.dedupe_key for n in notifications]
-        ).order_by("pk")
-    )
+    if connection.features.can_return_rows_from_bulk_insert:
+        # One statement: INSERT … ON CONFLICT (dedupe_key) DO UPDATE (a no-op,
+        # the stored row unchanged) RETURNING id, so every row gets its pk,
+        # new or not. A row already there is dispatched again, harmlessly:
+        # ``notification_send`` sends only a pending notice, once.
+        Notification.objects.bulk_create(
+            notifications,
+            update_conflicts=True,
+            unique_fields=["dedupe_key"],
+            update_fields=["dedupe_key"],
+        )
+        rows = sorted(notifications, key=lambda row: row.pk)
+    else:
+        Notification.objects.bulk_create(notifications, ignore_conflicts=True)
+        rows = list(
+            Notification.objects.filter(
+                dedupe_key__in=[n.dedupe_key for n in notifications]
+            ).order_by("pk")
+        )
     pending = [row.pk for row in rows if row.status == Notification.Status.PENDING]
     if len(pending) == 1:
         notification_dispatch(notification_id=pending[0])
@@ -271,7 +289,11 @@ def _overdue_cases(context: dict) -> list[Case]:
     )
 
 
-def notification_message_build(notification: Notification) -> EmailMultiAlternatives:
+def notification_message_build(
+    notification: Notification,
+    attachments: dict[int, tuple[str, bytes, str] | None] | None = None,
+) -> EmailMultiAlternatives:
+    """The notice's e-mail; ``attachments`` caches the documents read (a batch's)."""
     subject, text, html = notification_render(notification)
     message = EmailMultiAlternatives(
         subject=subject,
@@ -281,17 +303,22 @@ def notification_message_build(notification: Notification) -> EmailMultiAlternat
         headers={"X-Notification-Id": str(notification.pk)},
     )
     message.attach_alternative(html, "text/html")
-    for attachment in notification.context.get("attachments", []):
-        _attach_document(message, attachment)
+    cache = {} if attachments is None else attachments
+    for document_id in notification.context.get("attachments", []):
+        if document_id not in cache:
+            cache[document_id] = _document_read(document_id)
+        if cache[document_id] is not None:
+            message.attach(*cache[document_id])
     return message
 
 
-def _attach_document(message: EmailMultiAlternatives, document_id: int) -> None:
+def _document_read(document_id: int) -> tuple[str, bytes, str] | None:
+    """(name, content, type) of a document to attach, None if it is gone."""
     document = Document.objects.filter(pk=document_id, purged_at__isnull=True).first()
     if document is None or not document.file:
-        return
+        return None
     with document.file.open("rb") as fh:
-        message.attach(document.original_name, fh.read(), document.content_type)
+        return document.original_name, fh.read(), document.content_type
 
 
 def notification_send(*, notification_id: int, connection=None) -> bool:
@@ -354,36 +381,76 @@ class NotificationDeliveryError(Exception):
     """The mail server did not take the message; worth retrying."""
 
 
-def notifications_send_batch(*, notification_ids: list[int]) -> dict[str, list[int]]:
-    """Send several pending notices over one SMTP connection, each at most once.
+SENT_FIELDS = ("status", "sent_at", "subject", "attempts", "last_error", "context")
 
-    Each notice is sent as ``notification_send`` sends it: in its own
-    transaction, its row locked, its attempt and error recorded. A notice the
-    server refuses is left pending for its own retry (returned in
-    ``failed``); the connection is then opened afresh for the next one.
-    Return the ids ``sent`` by this call and the ids that ``failed``.
+
+def notifications_send_batch(*, notification_ids: list[int]) -> dict[str, list[int]]:
+    """Send several pending notices over one SMTP connection, each once.
+
+    One transaction around the sends: the pending rows locked with one
+    ``SELECT … FOR UPDATE SKIP LOCKED`` (a row another sender holds is its to
+    send), each attachment read once for the batch (a case's notices attach
+    the same export), every attempt written with one UPDATE at the end. A
+    notice the server refuses is recorded with its error and left pending for
+    its own retry (returned in ``failed``); the connection is opened afresh
+    for the next one. A refused SMS goes to e-mail instead (no retry). Return
+    the ids ``sent`` by this call and the ids that ``failed``. (A worker
+    killed in the middle of a batch rolls back its rows: that batch's sent
+    notices go again, as a single notice would after a kill between its send
+    and its commit.)
     """
     sent: list[int] = []
     failed: list[int] = []
-    connection = None
-    try:
-        for notification_id in notification_ids:
-            if connection is None:
-                connection = get_connection(fail_silently=False)
-                # Opened here, so each send leaves it open for the next one.
-                connection.open()
-            try:
-                if notification_send(
-                    notification_id=notification_id, connection=connection
-                ):
-                    sent.append(notification_id)
-            except NotificationDeliveryError:
-                failed.append(notification_id)
+    refused_sms: list[int] = []
+    attachments: dict[int, tuple[str, bytes, str] | None] = {}
+    with transaction.atomic():
+        rows = list(
+            Notification.objects.select_for_update(of=("self",), skip_locked=True)
+            .select_related("case__merchant")
+            .filter(pk__in=notification_ids, status=Notification.Status.PENDING)
+            .order_by("pk")
+        )
+        connection = None
+        try:
+            for notification in rows:
+                notification.attempts += 1
+                try:
+                    if notification.channel == SMS:
+                        message = sms_message(notification)
+                    else:
+                        if connection is None:
+                            connection = get_connection(fail_silently=False)
+                            # Opened here, so each send leaves it open.
+                            connection.open()
+                        message = notification_message_build(
+                            notification, attachments=attachments
+                        )
+                        message.connection = connection
+                    message.send(fail_silently=False)
+                except Exception as exc:  # SMTP, socket and template errors alike
+                    notification.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                    if isinstance(exc, SmsRefused):
+                        refused_sms.append(notification.pk)
+                    else:
+                        failed.append(notification.pk)
+                    if connection is not None and notification.channel != SMS:
+                        _close_quietly(connection)
+                        connection = None
+                else:
+                    notification.status = Notification.Status.SENT
+                    notification.sent_at = timezone.now()
+                    notification.subject = message.subject[:255]
+                    notification.last_error = ""
+                    for key in SECRET_CONTEXT_KEYS:
+                        notification.context.pop(key, None)
+                    sent.append(notification.pk)
+        finally:
+            if connection is not None:
                 _close_quietly(connection)
-                connection = None
-    finally:
-        if connection is not None:
-            _close_quietly(connection)
+            # Every attempt is recorded, sent or not.
+            rows_update(rows, SENT_FIELDS)
+    for notification_id in refused_sms:  # permanent: e-mail instead, no retry
+        notification_give_up(notification_id=notification_id)
     return {"sent": sent, "failed": failed}
 
 

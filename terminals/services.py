@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from terminals.models import Binding, Merchant, SettlementBatch, Terminal, Transaction
@@ -94,27 +94,56 @@ def transactions_settle(
     adds whatever is still unsettled (normally nothing) and recomputes the
     total from the batch's transactions, so the total is never counted twice.
     """
-    assert transaction.get_connection().in_atomic_block, "call inside atomic"
+    connection = transaction.get_connection()
+    assert connection.in_atomic_block, "call inside atomic"
     terminal_ids = [t.pk for t in terminals]
-    SettlementBatch.objects.bulk_create(
-        [SettlementBatch(merchant=merchant, reference=reference)],
-        ignore_conflicts=True,
-    )
-    batch = SettlementBatch.objects.select_for_update().get(reference=reference)
-    if batch.merchant_id != merchant.pk:
-        raise RegistryError(
-            _("Settlement batch %(ref)s belongs to another merchant.")
-            % {"ref": reference}
+    batches = connection.ops.quote_name(SettlementBatch._meta.db_table)
+    transactions = connection.ops.quote_name(Transaction._meta.db_table)
+    with connection.cursor() as cursor:
+        # Find or create the batch, locked, in one statement (an upsert whose
+        # update changes nothing).
+        cursor.execute(
+            f"INSERT INTO {batches} "
+            "(merchant_id, reference, total, transaction_count, created_at) "
+            "VALUES (%s, %s, 0, 0, %s) "
+            "ON CONFLICT (reference) DO UPDATE SET reference = EXCLUDED.reference "
+            "RETURNING id, merchant_id, created_at",
+            [
+                merchant.pk,
+                reference,
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+            ],
         )
-    Transaction.objects.filter(terminal_id__in=terminal_ids, settled=False).update(
-        settled=True, settlement_batch=batch
+        batch_id, owner_id, created_at = cursor.fetchone()
+        if owner_id != merchant.pk:
+            raise RegistryError(
+                _("Settlement batch %(ref)s belongs to another merchant.")
+                % {"ref": reference}
+            )
+        Transaction.objects.filter(terminal_id__in=terminal_ids, settled=False).update(
+            settled=True, settlement_batch_id=batch_id
+        )
+        # The total from the batch's transactions, written and read back at once.
+        cursor.execute(
+            f"UPDATE {batches} SET "
+            f"total = COALESCE((SELECT SUM(amount) FROM {transactions} "
+            "WHERE settlement_batch_id = %s), 0), "
+            f"transaction_count = (SELECT COUNT(*) FROM {transactions} "
+            "WHERE settlement_batch_id = %s) "
+            "WHERE id = %s RETURNING total, transaction_count",
+            [batch_id, batch_id, batch_id],
+        )
+        total, count = cursor.fetchone()
+    batch = SettlementBatch(
+        pk=batch_id,
+        merchant=merchant,
+        reference=reference,
+        total=Decimal(str(total)).quantize(CENTS),
+        transaction_count=count,
     )
-    totals = Transaction.objects.filter(settlement_batch=batch).aggregate(
-        total=Sum("amount"), count=Count("pk")
+    batch.created_at = SettlementBatch._meta.get_field("created_at").to_python(
+        created_at
     )
-    batch.total = (totals["total"] or Decimal("0")).quantize(CENTS)
-    batch.transaction_count = totals["count"]
-    batch.save(update_fields=["total", "transaction_count"])
     return batch
 
 
@@ -148,19 +177,24 @@ def sims_deactivate(*, terminals: Iterable[Terminal], at: datetime) -> list[str]
     A SIM already deactivated keeps its first date.
     """
     ids = [t.pk for t in terminals]
-    todo = list(
-        Terminal.objects.select_for_update()
-        .filter(pk__in=ids, sim_deactivated_at__isnull=True)
-        .order_by("serial_number")
-        .values_list("pk", "serial_number")
-    )
-    Terminal.objects.filter(pk__in=[pk for pk, _sn in todo]).update(
-        sim_deactivated_at=at, updated_at=at
-    )
+    if not ids:
+        return []
+    connection = transaction.get_connection()
+    stamp = connection.ops.adapt_datetimefield_value(at)
+    with connection.cursor() as cursor:
+        # One statement: the SIMs still active, deactivated and named.
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(Terminal._meta.db_table)} "
+            "SET sim_deactivated_at = %s, updated_at = %s "
+            f"WHERE id IN ({', '.join(['%s'] * len(ids))}) "
+            "AND sim_deactivated_at IS NULL RETURNING serial_number",
+            [stamp, stamp, *ids],
+        )
+        done = sorted(serial for (serial,) in cursor.fetchall())
     for terminal in terminals:
         if terminal.sim_deactivated_at is None:
             terminal.sim_deactivated_at = at
-    return [sn for _pk, sn in todo]
+    return done
 
 
 def terminal_restock(*, terminal: Terminal, at: datetime) -> Terminal:

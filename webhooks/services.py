@@ -6,8 +6,10 @@ Contract:
   case's state (``cases.services.common.case_apply_transition``). It writes one
   delivery per matching subscription, so a rolled-back change announces
   nothing, and queues the sending after commit.
-- ``delivery_send`` sends one due delivery, signed with every secret of the
-  subscription valid now (several ``v1,`` signatures during a rotation). The
+- ``deliveries_send`` sends due deliveries (a change's, queued as one task
+  after commit, or the sweep's), each signed with every secret of the
+  subscription valid now (several ``v1,`` signatures during a rotation), over
+  a kept-alive HTTP session per worker thread. The
   ``webhook-id`` is the delivery's and never changes between attempts. A 2xx
   marks it delivered, for good: it is never sent again unless staff resend
   it. Anything else is retried with exponential backoff and full jitter;
@@ -21,17 +23,20 @@ Contract:
 import json
 import logging
 import random
-import urllib.error
-import urllib.request
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from cases.models import rows_update
 from webhooks import tasks
 from webhooks.models import EVENT_TYPES, Delivery, Subscription, new_secret
 
@@ -40,6 +45,14 @@ logger = logging.getLogger(__name__)
 # Sent per sweep at most; the rest wait for the next sweep.
 SWEEP_BATCH = 200
 USER_AGENT = "pos-unbinding-webhooks/1"
+# Deliveries claimed, sent and recorded together (one UPDATE for their answers);
+# their claim lasts the timeout of each of them plus 30 s.
+CLAIM_CHUNK = 20
+
+_local = threading.local()
+# The active subscriptions and their event types, in the shared cache.
+SUBSCRIPTIONS_CACHE_KEY = "webhooks:subscriptions:v1"
+SUBSCRIPTIONS_CACHE_SECONDS = 60
 
 
 def subscription_create(
@@ -96,14 +109,46 @@ def case_event_payload(*, case, event_type: str, from_state: str, at: datetime) 
     }
 
 
+def _cache_shared() -> bool:
+    """Whether the default cache is one for every process (Redis), not per process."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    return not backend.endswith(("LocMemCache", "DummyCache"))
+
+
+def subscribed(event_type: str) -> list[int]:
+    """Ids of the active subscriptions to ``event_type``.
+
+    Every case transition asks, and most find none: with a cache shared by
+    every process the list is kept there (``SUBSCRIPTIONS_CACHE_SECONDS`` at
+    most) and dropped whenever a subscription is saved or deleted
+    (``subscriptions_changed``, also once that transaction commits). A
+    per-process cache would keep a worker blind to a subscription added in
+    the web process, so without a shared one it is read from the database.
+    """
+    shared = _cache_shared()
+    rows = cache.get(SUBSCRIPTIONS_CACHE_KEY) if shared else None
+    if rows is None:
+        rows = list(
+            Subscription.objects.filter(is_active=True)
+            .order_by("pk")
+            .values_list("pk", "event_types")
+        )
+        if shared:
+            cache.set(SUBSCRIPTIONS_CACHE_KEY, rows, SUBSCRIPTIONS_CACHE_SECONDS)
+    return [pk for pk, types in rows if event_type in (types or [])]
+
+
+def subscriptions_changed(**kwargs) -> None:
+    """Drop the cached subscriptions now and once the change commits (signal receiver)."""
+    cache.delete(SUBSCRIPTIONS_CACHE_KEY)
+    # A reader between now and the commit may cache the old rows again.
+    transaction.on_commit(lambda: cache.delete(SUBSCRIPTIONS_CACHE_KEY))
+
+
 def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
     """Write the deliveries announcing ``case``'s new state (call inside its transaction)."""
     event_type = f"case.{case.state}"
-    subscriptions = [
-        s
-        for s in Subscription.objects.filter(is_active=True)
-        if event_type in (s.event_types or [])
-    ]
+    subscriptions = subscribed(event_type)
     if not subscriptions:
         return []
     now = timezone.now()
@@ -114,7 +159,7 @@ def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
     deliveries = Delivery.objects.bulk_create(
         [
             Delivery(
-                subscription=subscription,
+                subscription_id=subscription_id,
                 webhook_id=f"msg_{uuid.uuid4().hex}",
                 event_type=event_type,
                 case_id=case.pk,
@@ -124,7 +169,7 @@ def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
                 created_at=now,
                 retry_until=now + settings.WEBHOOK_RETRY_FOR,
             )
-            for subscription in subscriptions
+            for subscription_id in subscriptions
         ]
     )
     ids = [d.pk for d in deliveries if d.pk is not None]
@@ -139,11 +184,13 @@ def webhook_case_transition(*, case, from_state: str) -> list[Delivery]:
 
 
 def _queue(ids: list[int]) -> None:
-    for delivery_id in ids:
-        try:
-            tasks.webhook_delivery_send_task.delay(delivery_id=delivery_id)
-        except Exception:  # broker down: the sweep sends it later
-            logger.warning("could not queue webhook delivery %s", delivery_id)
+    """Queue one task sending these deliveries (one change's), in order."""
+    if not ids:
+        return
+    try:
+        tasks.webhook_deliveries_send_task.delay(delivery_ids=list(ids))
+    except Exception:  # broker down: the sweep sends them later
+        logger.warning("could not queue webhook deliveries %s", ids)
 
 
 def retry_delay(attempts: int) -> float:
@@ -158,40 +205,79 @@ def retry_delay(attempts: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _blocked_by_earlier(delivery: Delivery) -> bool:
-    return Delivery.objects.filter(
-        subscription_id=delivery.subscription_id,
-        case_id=delivery.case_id,
-        pk__lt=delivery.pk,
-        status=Delivery.Status.PENDING,
-    ).exists()
+def _http() -> requests.Session:
+    """This thread's HTTP session: connections kept alive across deliveries.
+
+    ``trust_env`` off: requests would otherwise read every environment
+    variable (proxies, netrc) on each POST, most of its CPU here; the
+    environment's proxies are resolved once per URL instead (``_proxies``).
+    """
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+        session.headers["User-Agent"] = USER_AGENT
+        _local.proxies = {}
+    return session
 
 
-def _claim(*, delivery_id: int, now: datetime) -> Delivery | None:
-    """Hold a due delivery for this sender, or return None if it is not ours to send."""
+def _proxies(url: str) -> dict[str, str]:
+    """The proxies the environment names for ``url`` (``no_proxy`` honoured), cached."""
+    cached = _local.proxies.get(url)
+    if cached is None:
+        cached = _local.proxies[url] = requests.utils.get_environ_proxies(url)
+    return cached
+
+
+def _claim(*, delivery_ids: list[int], now: datetime) -> list[Delivery]:
+    """Hold the due deliveries that are first in line of their case for this sender.
+
+    One transaction, two statements: the rows locked (rows another sender is
+    locking are skipped), each with the nearest earlier pending delivery of
+    its subscription and case; then one UPDATE of the claim. A delivery waits
+    while that earlier one is not claimed here before it; the ones claimed go
+    out in ``pk`` order. Return them, oldest first.
+    """
+    earlier_pending = (
+        Delivery.objects.filter(
+            subscription_id=OuterRef("subscription_id"),
+            case_id=OuterRef("case_id"),
+            status=Delivery.Status.PENDING,
+            pk__lt=OuterRef("pk"),
+        )
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+    claimable: list[Delivery] = []
     with transaction.atomic():
-        delivery = (
-            Delivery.objects.select_for_update()
+        rows = list(
+            Delivery.objects.select_for_update(of=("self",), skip_locked=True)
             .select_related("subscription")
-            .filter(pk=delivery_id)
-            .first()
+            .annotate(earlier_pending=Subquery(earlier_pending))
+            .filter(pk__in=delivery_ids, status=Delivery.Status.PENDING)
+            .order_by("pk")
         )
-        if delivery is None or delivery.status != Delivery.Status.PENDING:
-            return None
-        if delivery.next_attempt_at > now:
-            return None
-        if delivery.claimed_until and delivery.claimed_until > now:
-            return None
-        if _blocked_by_earlier(delivery):
-            return None
-        delivery.claimed_until = now + timedelta(
-            seconds=settings.WEBHOOK_TIMEOUT_SECONDS + 30
-        )
-        delivery.save(update_fields=["claimed_until"])
-        return delivery
+        claimed: set[int] = set()
+        for delivery in rows:
+            if delivery.earlier_pending is not None and (
+                delivery.earlier_pending not in claimed
+            ):
+                continue  # an earlier one of its case is not going first
+            if delivery.next_attempt_at > now or (
+                delivery.claimed_until and delivery.claimed_until > now
+            ):
+                continue  # not due, or another sender has it
+            claimable.append(delivery)
+            claimed.add(delivery.pk)
+        if claimable:
+            until = now + timedelta(
+                seconds=settings.WEBHOOK_TIMEOUT_SECONDS * len(claimable) + 30
+            )
+            Delivery.objects.filter(pk__in=claimed).update(claimed_until=until)
+    return claimable
 
 
-def _post(delivery: Delivery) -> tuple[int | None, str]:
+def _post(delivery: Delivery, session: requests.Session) -> tuple[int | None, str]:
     """POST the signed delivery; return (status code or None, error text)."""
     body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False)
     signed_at = datetime.now(UTC)
@@ -199,101 +285,158 @@ def _post(delivery: Delivery) -> tuple[int | None, str]:
         Webhook(secret).sign(delivery.webhook_id, signed_at, body)
         for secret in delivery.subscription.secrets_at(timezone.now())
     ]
-    request = urllib.request.Request(
-        delivery.subscription.url,
-        data=body.encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "webhook-id": delivery.webhook_id,
-            "webhook-timestamp": str(int(signed_at.timestamp())),
-            "webhook-signature": " ".join(signatures),
-        },
-    )
     try:
-        with urllib.request.urlopen(
-            request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS
-        ) as response:
-            return response.status, ""
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return None, str(reason)[:500] or exc.__class__.__name__
+        response = session.post(
+            delivery.subscription.url,
+            data=body.encode(),
+            headers={
+                "Content-Type": "application/json",
+                "webhook-id": delivery.webhook_id,
+                "webhook-timestamp": str(int(signed_at.timestamp())),
+                "webhook-signature": " ".join(signatures),
+            },
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            proxies=_proxies(delivery.subscription.url),
+            # A redirect is an answer that is not 2xx: retried, never followed.
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return None, "timed out"
+    except requests.RequestException as exc:
+        return None, str(exc)[:500] or exc.__class__.__name__
+    code = response.status_code
+    return code, "" if 200 <= code < 300 else f"HTTP {code}"
+
+
+def _record(delivery: Delivery, *, code: int | None, error: str, now: datetime):
+    """Note one attempt's answer on the (claimed) delivery, unsaved."""
+    delivery.attempts += 1
+    delivery.last_attempt_at = now
+    delivery.last_status_code = code
+    delivery.claimed_until = None
+    if code is not None and 200 <= code < 300:
+        delivery.status = Delivery.Status.DELIVERED
+        delivery.delivered_at = now
+        delivery.last_error = ""
+        return
+    delivery.last_error = (error or f"HTTP {code}")[:500]
+    retry_at = now + timedelta(seconds=retry_delay(delivery.attempts))
+    if retry_at > delivery.retry_until:
+        delivery.status = Delivery.Status.FAILED
+        logger.error(
+            "webhook delivery %s to %s failed for good: %s",
+            delivery.webhook_id,
+            delivery.subscription_id,
+            delivery.last_error,
+        )
+    else:
+        delivery.next_attempt_at = retry_at
+
+
+RECORDED_FIELDS = (
+    "attempts",
+    "last_attempt_at",
+    "last_status_code",
+    "claimed_until",
+    "status",
+    "delivered_at",
+    "last_error",
+    "next_attempt_at",
+)
+
+
+def deliveries_send(
+    *, delivery_ids: list[int], now: datetime | None = None
+) -> dict[int, str]:
+    """Send the due deliveries among ``delivery_ids``, in order per case; return statuses.
+
+    The deliveries are claimed (``_claim``) and sent ``CLAIM_CHUNK`` at a time
+    over this thread's kept-alive HTTP session, oldest first; the answers of a
+    chunk are written with one UPDATE (``rows_update``). Once a delivery of a case fails, the
+    later ones of that case wait for it. A delivered one lets the case's next
+    pending delivery (not in this batch) go at once; a failed one is retried
+    by its own task after its backoff (or by the sweep).
+    """
+    now = now or timezone.now()
+    ids = sorted(set(delivery_ids))
+    statuses: dict[int, str] = {}
+    session = _http()
+    for start in range(0, len(ids), CLAIM_CHUNK):
+        claimed = _claim(delivery_ids=ids[start : start + CLAIM_CHUNK], now=now)
+        sent: list[Delivery] = []
+        released: list[int] = []
+        failing: set[tuple[int, int]] = set()
+        for delivery in claimed:
+            key = (delivery.subscription_id, delivery.case_id)
+            if key in failing:  # an earlier one of its case just failed
+                released.append(delivery.pk)
+                continue
+            code, error = _post(delivery, session)
+            _record(delivery, code=code, error=error, now=now)
+            if delivery.status != Delivery.Status.DELIVERED:
+                failing.add(key)
+            sent.append(delivery)
+        with transaction.atomic():
+            if sent:
+                rows_update(sent, RECORDED_FIELDS)
+            if released:
+                Delivery.objects.filter(pk__in=released).update(claimed_until=None)
+        for delivery in sent:
+            statuses[delivery.pk] = delivery.status
+            if delivery.status == Delivery.Status.PENDING and not _eager():
+                # Eagerly the countdown would be ignored and retry at once:
+                # leave it to the sweep.
+                try:
+                    tasks.webhook_delivery_send_task.apply_async(
+                        kwargs={"delivery_id": delivery.pk},
+                        countdown=(delivery.next_attempt_at - now).total_seconds(),
+                    )
+                except Exception:  # broker down: the sweep retries it
+                    logger.warning("could not schedule the retry of %s", delivery.pk)
+        _send_next_of_cases(
+            [d for d in sent if d.status == Delivery.Status.DELIVERED],
+            batch=ids,
+            now=now,
+        )
+    missing = [pk for pk in ids if pk not in statuses]
+    if missing:
+        statuses.update(
+            Delivery.objects.filter(pk__in=missing).values_list("pk", "status")
+        )
+    return statuses
 
 
 def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
     """Send one delivery if it is due and first in line; return its status after."""
-    now = now or timezone.now()
-    delivery = _claim(delivery_id=delivery_id, now=now)
-    if delivery is None:
-        status = (
-            Delivery.objects.filter(pk=delivery_id)
-            .values_list("status", flat=True)
-            .first()
-        )
-        return status or ""
-    code, error = _post(delivery)
-    with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
-        delivery.attempts += 1
-        delivery.last_attempt_at = now
-        delivery.last_status_code = code
-        delivery.claimed_until = None
-        if code is not None and 200 <= code < 300:
-            delivery.status = Delivery.Status.DELIVERED
-            delivery.delivered_at = now
-            delivery.last_error = ""
-        else:
-            delivery.last_error = error or f"HTTP {code}"
-            retry_at = now + timedelta(seconds=retry_delay(delivery.attempts))
-            if retry_at > delivery.retry_until:
-                delivery.status = Delivery.Status.FAILED
-                logger.error(
-                    "webhook delivery %s to %s failed for good: %s",
-                    delivery.webhook_id,
-                    delivery.subscription_id,
-                    delivery.last_error,
-                )
-            else:
-                delivery.next_attempt_at = retry_at
-        delivery.save()
-    if delivery.status == Delivery.Status.DELIVERED:
-        _send_next_of_case(delivery, now=now)
-    elif delivery.status == Delivery.Status.PENDING and not _eager():
-        # Eagerly the countdown would be ignored and retry at once: leave it
-        # to the sweep.
-        try:
-            tasks.webhook_delivery_send_task.apply_async(
-                kwargs={"delivery_id": delivery.pk},
-                countdown=(delivery.next_attempt_at - now).total_seconds(),
-            )
-        except Exception:  # broker down: the sweep retries it
-            logger.warning("could not schedule the retry of %s", delivery.pk)
-    return delivery.status
+    return deliveries_send(delivery_ids=[delivery_id], now=now).get(delivery_id, "")
 
 
 def _eager() -> bool:
     return bool(tasks.webhook_delivery_send_task.app.conf.task_always_eager)
 
 
-def _send_next_of_case(delivery: Delivery, *, now: datetime) -> None:
-    """Send the next pending delivery of the same case that waited for this one."""
-    following = (
-        Delivery.objects.filter(
-            subscription_id=delivery.subscription_id,
-            case_id=delivery.case_id,
-            pk__gt=delivery.pk,
+def _send_next_of_cases(
+    delivered: list[Delivery], *, batch: list[int], now: datetime
+) -> None:
+    """Send the pending deliveries that waited for these delivered ones, in order."""
+    if not delivered:
+        return
+    keys = {(d.subscription_id, d.case_id) for d in delivered}
+    following = [
+        pk
+        for pk, subscription_id, case_id in Delivery.objects.filter(
             status=Delivery.Status.PENDING,
+            case_id__in={d.case_id for d in delivered},
             next_attempt_at__lte=now,
+            pk__gt=min(d.pk for d in delivered),
         )
+        .exclude(pk__in=batch)
         .order_by("pk")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if following is not None:
-        delivery_send(delivery_id=following, now=now)
+        .values_list("pk", "subscription_id", "case_id")
+        if (subscription_id, case_id) in keys
+    ]
+    if following:
+        deliveries_send(delivery_ids=following, now=now)
 
 
 def delivery_sweep(*, now: datetime | None = None) -> int:
@@ -306,8 +449,8 @@ def delivery_sweep(*, now: datetime | None = None) -> int:
         .order_by("pk")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
-    for delivery_id in due:
-        delivery_send(delivery_id=delivery_id, now=now)
+    if due:
+        deliveries_send(delivery_ids=due, now=now)
     return len(due)
 
 

@@ -38,7 +38,8 @@ from django.db import (
     OperationalError,
     transaction,
 )
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext, ngettext
 
@@ -55,6 +56,7 @@ from cases.models import (
     CaseTerminal,
     ExecutionStep,
     Notification,
+    rows_update,
 )
 from cases.notifications import (
     department_share,
@@ -186,19 +188,25 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
         case = (
             Case.objects.select_for_update(of=("self",))
             .select_related("merchant", "replacement_terminal")
+            # Counted once per run, with the lock: every step's idempotency
+            # key carries it.
+            .annotate(execution_retry_round=_retry_round_subquery())
             .filter(pk=case_id)
             .first()
         )
         if case is None:
             return ExecutionOutcome.SKIPPED
+        retry_round = case.execution_retry_round
         if case.state == CaseState.APPROVED:
             case.failure_step = ""
             case.failure_reason = ""
-            # After Operations' retry the refused terminals are sent again;
-            # the ones done are never touched again.
-            CaseTerminal.objects.filter(
-                case=case, execution_status=CaseTerminal.ExecutionStatus.FAILED
-            ).update(execution_status=CaseTerminal.ExecutionStatus.PENDING)
+            if retry_round:
+                # After Operations' retry the refused terminals are sent
+                # again; the ones done are never touched again. (Before the
+                # first retry no terminal has failed: a failure fails the case.)
+                CaseTerminal.objects.filter(
+                    case=case, execution_status=CaseTerminal.ExecutionStatus.FAILED
+                ).update(execution_status=CaseTerminal.ExecutionStatus.PENDING)
             case_apply_transition(
                 case=case,
                 name="start_execution",
@@ -216,17 +224,21 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
     # again (every effect is idempotent). A remote connector keeps one
     # committed transaction per step, so a step the core did is never lost.
     grouped = not getattr(connectors.connector_get(), "remote", True)
-    terminals = [
-        link.terminal
-        for link in CaseTerminal.objects.filter(case=case)
+    links = list(
+        CaseTerminal.objects.filter(case=case)
         .select_related("terminal")
         .order_by("terminal__serial_number")
-    ]
+    )
+    terminals = [link.terminal for link in links]
+    # Read with the terminals, after the retry's reset: the unbind step's
+    # starting point (nothing before it changes them).
+    statuses = {link.terminal_id: link.execution_status for link in links}
     results = {s.step: s.result for s in steps}
-    # Counted once per run: every step's idempotency key carries it.
-    retry_round = _retry_round(case)
     delay = float(getattr(settings, "EXECUTION_STEP_DELAY", 0) or 0)
     current: ExecutionStep | None = None
+    # Grouped, the step rows done are written together before the commit.
+    done_rows: list[ExecutionStep] | None = [] if grouped else None
+    outcome = ExecutionOutcome.COMPLETED
     try:
         with transaction.atomic() if grouped else nullcontext():
             for step in steps:
@@ -245,15 +257,21 @@ def _case_run(*, case_id: int) -> ExecutionOutcome:
                     results=results,
                     retry_round=retry_round,
                     grouped=grouped,
+                    steps=steps,
+                    statuses=statuses,
+                    done_rows=done_rows,
                 )
                 if stopped is not None:
-                    return stopped
+                    outcome = stopped
+                    break
+            if done_rows:
+                rows_update(done_rows, STEP_ROW_FIELDS)
     except TRANSIENT_ERRORS as exc:
         if grouped and current is not None:
             # Recorded after the group rolled back, so the note stays.
             _step_note_error(step=current, error=exc)
         raise
-    return ExecutionOutcome.COMPLETED
+    return outcome
 
 
 def _steps_prepare(*, case: Case) -> list[ExecutionStep]:
@@ -281,6 +299,17 @@ def _steps_prepare(*, case: Case) -> list[ExecutionStep]:
     return list(ExecutionStep.objects.filter(case=case).order_by("position"))
 
 
+STEP_ROW_FIELDS = (
+    "status",
+    "result",
+    "error",
+    "attempts",
+    "finished_at",
+    "idempotency_key",
+    "remote_reference",
+)
+
+
 def _step_run(
     *,
     case: Case,
@@ -289,11 +318,18 @@ def _step_run(
     results: dict[str, dict],
     retry_round: int = 0,
     grouped: bool = False,
+    steps: list[ExecutionStep] | None = None,
+    statuses: dict[int, str] | None = None,
+    done_rows: list[ExecutionStep] | None = None,
 ) -> ExecutionOutcome | None:
     """Run one step with its row in one transaction; return why the run stops, if it does.
 
-    ``grouped``: the step runs inside the run's transaction (a savepoint);
-    a transient error is recorded by the caller once that rolled back.
+    ``grouped``: the step runs inside the run's transaction (a savepoint,
+    none for a step that only reads); a transient error is recorded by the
+    caller once that rolled back. ``done_rows``: the step's row is added there
+    once done, for the caller to write with the others, instead of saved now.
+    ``steps`` (the run's rows, as they are now) and ``statuses`` (the case's
+    terminals' execution status) spare the steps reading them again.
     """
     now = timezone.now()
     try:
@@ -306,11 +342,20 @@ def _step_run(
             "step": step,
             "retry_round": retry_round,
         }
+        if step.step == Step.UNBIND and statuses is not None:
+            kwargs["statuses"] = statuses
+        if step.step == Step.NOTIFY and steps is not None:
+            kwargs["step_rows"] = [
+                [s.step, s.status] for s in steps if s.step != Step.NOTIFY
+            ]
         batched = step.step in BATCHED_STEPS
         if batched:
             # Chains: each batch commits on its own, before the step row.
             result = run(**kwargs)
-        with transaction.atomic():
+        deferred = done_rows is not None
+        read_only = grouped and step.step in READ_ONLY_STEPS
+        savepoint = not (read_only or (batched and deferred))
+        with transaction.atomic() if savepoint else nullcontext():
             if not batched:
                 result = run(**kwargs)
             step.status = ExecutionStep.Status.DONE
@@ -318,21 +363,14 @@ def _step_run(
             step.error = ""
             step.attempts += 1
             step.finished_at = now
-            step.save(
-                update_fields=[
-                    "status",
-                    "result",
-                    "error",
-                    "attempts",
-                    "finished_at",
-                    "idempotency_key",
-                    "remote_reference",
-                ]
-            )
+            if not deferred:
+                step.save(update_fields=list(STEP_ROW_FIELDS))
             results[step.step] = result
             if step.step == Step.NOTIFY:
                 case_apply_transition(case=case, name="complete", actor=None)
                 finance.finance_items_create(case=case)
+            if deferred:  # written by the caller, once the step is wholly done
+                done_rows.append(step)
     except StepPending as pending:
         _step_wait(case=case, step=step, reference=pending.reference)
         return ExecutionOutcome.WAITING
@@ -449,11 +487,16 @@ def _step_unbind(
     terminals: list[Terminal],
     step: ExecutionStep | None = None,
     retry_round: int = 0,
+    statuses: dict[int, str] | None = None,
     **kwargs,
 ) -> dict:
     """End the bindings of the case's terminals (history kept), batch by batch."""
     released = _terminals_unbind_in_batches(
-        case=case, step=step, terminals=terminals, retry_round=retry_round
+        case=case,
+        step=step,
+        terminals=terminals,
+        retry_round=retry_round,
+        statuses=statuses,
     )
     return {"released": released}
 
@@ -482,6 +525,7 @@ def _terminals_unbind_in_batches(
     step: ExecutionStep | None,
     terminals: list[Terminal],
     retry_round: int,
+    statuses: dict[int, str] | None = None,
 ) -> list[str]:
     """Unbind the case's pending terminals, a batch per transaction.
 
@@ -491,9 +535,13 @@ def _terminals_unbind_in_batches(
     terminals (Operations' retry sends only them again).
     """
     Status = CaseTerminal.ExecutionStatus
-    status = dict(
-        CaseTerminal.objects.filter(case=case).values_list(
-            "terminal_id", "execution_status"
+    status = (
+        statuses
+        if statuses is not None
+        else dict(
+            CaseTerminal.objects.filter(case=case).values_list(
+                "terminal_id", "execution_status"
+            )
         )
     )
     pending = [t for t in terminals if status.get(t.pk) == Status.PENDING]
@@ -636,6 +684,22 @@ def _retry_round(case: Case) -> int:
     ).count()
 
 
+def _retry_round_subquery() -> Subquery:
+    """``_retry_round`` as a subquery of the case's own row."""
+    return Coalesce(
+        Subquery(
+            CaseEvent.objects.filter(
+                case=OuterRef("pk"), type=CaseEvent.Type.TRANSITION, transition="retry"
+            )
+            .order_by()
+            .values("case")
+            .annotate(n=Count("pk"))
+            .values("n")
+        ),
+        0,
+    )
+
+
 def _step_wait(*, case: Case, step: ExecutionStep, reference: str) -> None:
     """Record that the core will answer the step later; the sweeper polls it."""
     with transaction.atomic():
@@ -709,6 +773,7 @@ def _step_notify(
     now: datetime,
     step=None,
     retry_round: int = 0,
+    step_rows: list[list[str]] | None = None,
 ) -> dict:
     """Queue the completion notices: the merchant, the applicant, each department.
 
@@ -768,10 +833,15 @@ def _step_notify(
                 queued_at=now,
             )
         )
-    steps = list(
-        case.steps.exclude(step=Step.NOTIFY)
-        .order_by("position")
-        .values_list("step", "status")
+    steps = (
+        step_rows
+        if step_rows is not None
+        else [
+            list(row)
+            for row in case.steps.exclude(step=Step.NOTIFY)
+            .order_by("position")
+            .values_list("step", "status")
+        ]
     )
     for department, address in sorted(settings.DEPARTMENT_EMAILS.items()):
         share = department_share(department)
@@ -808,6 +878,9 @@ def _step_notify(
 # Steps that commit their own work in batches (chains), outside the step row's
 # transaction.
 BATCHED_STEPS = frozenset({Step.UNBIND})
+# Steps that write nothing (a failure raises before any write): grouped, they
+# need no savepoint of their own.
+READ_ONLY_STEPS = frozenset({Step.VERIFY_BINDINGS})
 
 STEP_FUNCTIONS: dict[str, Callable[..., dict]] = {
     Step.VERIFY_BINDINGS: _step_verify_bindings,

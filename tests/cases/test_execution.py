@@ -532,6 +532,47 @@ def test_the_local_connector_commits_a_case_in_at_most_two_transactions(monkeypa
 
 
 @pytest.mark.postgres
+@pytest.mark.django_db
+def test_grouped_the_step_rows_are_written_by_one_update_and_the_notice_lists_them(
+    monkeypatch, settings
+):
+    # given: the e-mails go to the broker; Operations gets the steps
+    from cases import tasks
+
+    for task in (tasks.notification_send_task, tasks.notifications_send_batch_task):
+        monkeypatch.setattr(task, "delay", lambda **kw: None)
+    settings.DEPARTMENT_EMAILS = {"operations": "ops@example.com"}
+    case = approved_case(terminals=2)
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        outcome = case_execute(case_id=case.pk)
+
+    # then: every step row done, written together in one statement
+    assert outcome == ExecutionOutcome.COMPLETED
+    sql = [q["sql"] for q in queries]
+    step_writes = [q for q in sql if q.startswith('UPDATE "cases_executionstep"')]
+    assert len(step_writes) == 1
+    rows = list(
+        case.steps.order_by("position").values_list("step", "status", "attempts")
+    )
+    assert {status for _, status, _ in rows} == {"done", "skipped"}
+    assert all(attempts == 1 for _, status, attempts in rows if status == "done")
+    # and the Operations notice tells each step's end as the rows say
+    notice = Notification.objects.get(
+        case=case, kind=Notification.Kind.DEPARTMENT_COMPLETED
+    )
+    assert notice.context["steps"] == [
+        [step, status] for step, status, _ in rows if step != Step.NOTIFY
+    ]
+    # and the statements stay few: two terminals, no webhook subscription
+    # (read each time: the test cache is per process)
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+    statements = [q for q in sql if not q.startswith(control)]
+    assert len(statements) <= 36, "\n".join(statements)
+
+
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_step_keeps_the_steps_before_it_done_when_grouped():
     # given: the terminal is rebound elsewhere after the settle step's check

@@ -143,3 +143,39 @@ def test_a_refused_notice_is_recorded_and_left_for_its_retry_the_others_go(
         "n0@shop.example.com",
         "n2@shop.example.com",
     ]
+
+
+@pytest.mark.django_db
+def test_a_batch_reads_a_shared_attachment_once_and_writes_its_rows_at_once(smtp):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # given: three notices of a case attaching the same export
+    rows = notices(3)
+    export = factories.DocumentFactory(
+        case=rows[0].case,
+        kind="data_export",
+        original_name="export.csv",
+        content_type="text/csv",
+        file=factories.factory.django.FileField(
+            filename="export.csv", data=b"serial_number\nSN1\n"
+        ),
+    )
+    for row in rows:
+        row.context["attachments"] = [export.pk]
+    Notification.objects.bulk_create(rows)
+    ids = list(Notification.objects.order_by("pk").values_list("pk", flat=True))
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        done = notifications_send_batch(notification_ids=ids)
+
+    # then: all three sent, each with the file, over one connection
+    assert done == {"sent": ids, "failed": []}
+    assert smtp.connections == 1
+    assert len(smtp.messages) == 3
+    sql = [q["sql"] for q in queries]
+    assert sum('FROM "cases_document"' in q for q in sql) == 1
+    assert sum(q.startswith('UPDATE "cases_notification"') for q in sql) == 1
+    for row in Notification.objects.filter(pk__in=ids):
+        assert (row.status, row.attempts) == (Notification.Status.SENT, 1)

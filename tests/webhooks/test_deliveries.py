@@ -22,6 +22,7 @@ from cases.services import review
 from tests import factories
 from webhooks.models import EVENT_TYPES, Delivery, Subscription
 from webhooks.services import (
+    deliveries_send,
     delivery_sweep,
     subscription_create,
     subscription_rotate_secret,
@@ -33,14 +34,23 @@ pytestmark = pytest.mark.django_db
 class Receiver:
     """A threaded HTTP server that records every POST and answers as told."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, keep_alive: bool = False):
         self.received: list[dict] = []
+        # TCP connections the senders opened.
+        self.connections = 0
         # Status codes to answer, in order; 200 once they run out.
         self.answers: list[int] = []
         self.delay = 0.0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the connection open for the sender's next POST.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                super().setup()
+                receiver.connections += 1
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.delay:
@@ -392,6 +402,87 @@ def test_a_later_change_waits_for_an_earlier_one_of_the_same_case(
     ]
 
 
+def _announced_types(receiver, case) -> list[str]:
+    return [
+        payload["type"]
+        for payload in (json.loads(r["body"]) for r in receiver.received)
+        if payload["data"]["reference"] == case.reference
+    ]
+
+
+def test_a_batch_goes_over_one_kept_alive_connection_in_order_per_case(reviewer):
+    # given: two changes of each of three cases, written but not sent yet
+    receiver = Receiver(keep_alive=True)
+    try:
+        subscription = subscription_create(url=receiver.url)
+        cases = [factories.CaseFactory(state=CaseState.SUBMITTED) for _ in range(3)]
+        for case in cases:
+            review.case_transition(case_id=case.pk, name="start_review", actor=reviewer)
+        for case in cases:
+            review.case_transition(
+                case_id=case.pk, name="reject", actor=reviewer, note="No."
+            )
+        ids = list(Delivery.objects.values_list("pk", flat=True))
+
+        # when: sent as one batch, then the same batch again (a second delivery
+        # of the task)
+        statuses = deliveries_send(delivery_ids=ids)
+        again = deliveries_send(delivery_ids=ids)
+    finally:
+        receiver.stop()
+
+    # then: six POSTs over one connection, each signed, in order per case, once
+    assert set(statuses.values()) == {Delivery.Status.DELIVERED}
+    assert set(again.values()) == {Delivery.Status.DELIVERED}
+    assert len(receiver.received) == 6
+    assert receiver.connections == 1
+    for request in receiver.received:
+        Webhook(subscription.secret).verify(request["body"], request["headers"])
+    for case in cases:
+        assert _announced_types(receiver, case) == ["case.in_review", "case.rejected"]
+
+
+def test_in_a_batch_a_failed_delivery_holds_back_only_its_own_case(receiver, reviewer):
+    # given: two cases with two changes each; the first POST gets a 500
+    subscription_create(url=receiver.url)
+    first, second = [factories.CaseFactory(state=CaseState.SUBMITTED) for _ in range(2)]
+    for case in (first, second):
+        review.case_transition(case_id=case.pk, name="start_review", actor=reviewer)
+        review.case_transition(
+            case_id=case.pk, name="reject", actor=reviewer, note="No."
+        )
+    receiver.answers = [500]
+
+    # when
+    statuses = deliveries_send(
+        delivery_ids=list(Delivery.objects.values_list("pk", flat=True))
+    )
+
+    # then: the first case's later change waits, unsent and unclaimed; the
+    # second case's go
+    assert _announced_types(receiver, first) == ["case.in_review"]
+    assert _announced_types(receiver, second) == ["case.in_review", "case.rejected"]
+    held = Delivery.objects.get(case_id=first.pk, event_type="case.rejected")
+    assert held.status == Delivery.Status.PENDING
+    assert held.attempts == 0
+    assert held.claimed_until is None
+    failed = Delivery.objects.get(case_id=first.pk, event_type="case.in_review")
+    assert statuses[failed.pk] == Delivery.Status.PENDING
+    assert failed.attempts == 1
+    assert failed.last_status_code == 500
+
+    # when: the sweep after the retry delay
+    delivery_sweep(now=timezone.now() + timedelta(seconds=61))
+
+    # then
+    assert _announced_types(receiver, first) == [
+        "case.in_review",
+        "case.in_review",
+        "case.rejected",
+    ]
+    assert not Delivery.objects.exclude(status=Delivery.Status.DELIVERED).exists()
+
+
 def test_staff_subscribe_a_url_in_admin_and_see_its_secret_once(admin_client):
     # when
     response = admin_client.post(
@@ -421,3 +512,58 @@ def test_an_unknown_event_type_is_refused_in_admin(admin_client):
 
     assert response.status_code == 200
     assert Subscription.objects.count() == 0
+
+
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    """A cache every process shares (files here; Redis in production)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
+    }
+    yield
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+def _subscription_reads(queries) -> int:
+    return sum('"webhooks_subscription"' in q["sql"] for q in queries)
+
+
+def test_with_a_shared_cache_the_subscriptions_are_read_once_and_news_seen_at_once(
+    shared_cache, reviewer, on_commit, receiver
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    first, second, third = [
+        factories.CaseFactory(state=CaseState.SUBMITTED) for _ in range(3)
+    ]
+
+    # when: two transitions with no subscription
+    with CaptureQueriesContext(connection) as queries:
+        start_review(first, reviewer, on_commit)
+        start_review(second, reviewer, on_commit)
+
+    # then: the (empty) list is read once, nothing announced
+    assert _subscription_reads(queries) == 1
+    assert not Delivery.objects.exists()
+
+    # when: a URL subscribes (in another process it would be the same cache)
+    subscription = subscription_create(url=receiver.url)
+    start_review(third, reviewer, on_commit)
+
+    # then: the next transition announces itself
+    assert Delivery.objects.get().case_id == third.pk
+    assert len(receiver.delivered()) == 1
+
+    # when: it is switched off
+    subscription.is_active = False
+    subscription.save()
+    reject(third, reviewer, on_commit)
+
+    # then
+    assert Delivery.objects.count() == 1
