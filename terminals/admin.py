@@ -129,7 +129,14 @@ class MerchantAdmin(admin.ModelAdmin):
         ),
         (
             _("Contact and settlement on file"),
-            {"fields": ("contact_email", "contact_phone", "settlement_card_number")},
+            {
+                "fields": (
+                    "contact_email",
+                    "contact_phone",
+                    "settlement_card_number",
+                    "address",
+                )
+            },
         ),
         (_("Record"), {"fields": ("created_at", "updated_at")}),
     )

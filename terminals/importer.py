@@ -82,7 +82,12 @@ MERCHANT_FIELDS = (
 )
 # Optional: absent means "keep what the registry holds" (a new merchant gets
 # the model default, ``enterprise`` for ``kind``).
-MERCHANT_OPTIONAL_FIELDS = ("settlement_card_number", "kind", *MONEY_TERM_FIELDS)
+MERCHANT_OPTIONAL_FIELDS = (
+    "settlement_card_number",
+    "kind",
+    "address",
+    *MONEY_TERM_FIELDS,
+)
 # Identifiers a person may type with spaces or dashes; stored without them.
 MERCHANT_CODE_FIELDS = {
     "merchant_id",

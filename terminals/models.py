@@ -142,6 +142,9 @@ class Merchant(MoneyTerms):
         blank=True,
         validators=[validators.validate_bank_card],
     )
+    # Where the merchant trades (经营地址), as the registry holds it: reported
+    # to the clearing institution with each binding change (银发〔2021〕259号).
+    address = models.CharField(_("business address"), max_length=200, blank=True)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE
     )

@@ -98,6 +98,7 @@ BINDING_HEADER = [
     _("merchant number"),
     _("USCC or ID number"),
     _("settlement account"),
+    _("business address"),
     _("date"),
     _("change"),
     _("ended because"),
@@ -236,7 +237,7 @@ class LegalHoldAdmin(admin.ModelAdmin):
             client_ip=client_address(request),
         )
         rows = (
-            [*row[:5], CHANGE_LABELS[row[5]], row[6]]
+            [*row[:6], CHANGE_LABELS[row[6]], row[7]]
             for row in retention.binding_changes_rows(start=start, end=end)
         )
         return csv_stream(

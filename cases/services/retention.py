@@ -213,7 +213,8 @@ def binding_changes_rows(*, start: date, end: date) -> Iterator[list]:
 
     One row per change, the bindings first, then the unbindings, each in date
     order: ``[serial, merchant number, USCC or ID
-    number, settlement account, date, "bound" | "unbound", reason]``. Numbers
+    number, settlement account, business address, date, "bound" | "unbound",
+    reason]``. Numbers
     are in full (the regulator needs them): callers restrict and audit it.
     Two queries, whatever the number of rows.
     """
@@ -224,6 +225,7 @@ def binding_changes_rows(*, start: date, end: date) -> Iterator[list]:
         "merchant__uscc",
         "merchant__legal_rep_id_number",
         "merchant__settlement_card_number",
+        "merchant__address",
     )
     changes = (
         (
@@ -240,14 +242,22 @@ def binding_changes_rows(*, start: date, end: date) -> Iterator[list]:
         ),
     )
     for change, rows in changes:
-        for serial, merchant_no, uscc, id_no, card, at, reason in rows.iterator(
-            chunk_size=REPORT_CHUNK_SIZE
-        ):
+        for (
+            serial,
+            merchant_no,
+            uscc,
+            id_no,
+            card,
+            address,
+            at,
+            reason,
+        ) in rows.iterator(chunk_size=REPORT_CHUNK_SIZE):
             yield [
                 serial,
                 merchant_no,
                 uscc or id_no,
                 card,
+                address,
                 timezone.localtime(at).strftime("%Y-%m-%d %H:%M:%S"),
                 change,
                 reason if change == "unbound" else "",

@@ -260,8 +260,10 @@ def bind(merchant, *, started, ended=None, reason=""):
 def test_operations_download_the_binding_changes_of_a_period(client, operations):
     # given: an enterprise and an individual without USCC; changes in and out of May
     may = timezone.now().replace(year=2026, month=5, day=10, hour=10)
-    enterprise = factories.MerchantFactory()
-    individual = factories.MerchantFactory(uscc=None, kind=Merchant.Kind.MICRO)
+    enterprise = factories.MerchantFactory(address="上海市浦东新区世纪大道100号")
+    individual = factories.MerchantFactory(
+        uscc=None, kind=Merchant.Kind.MICRO, address="杭州市西湖区文三路1号"
+    )
     bound = bind(enterprise, started=may)
     unbound = bind(
         individual,
@@ -290,16 +292,18 @@ def test_operations_download_the_binding_changes_of_a_period(client, operations)
         "merchant number",
         "USCC or ID number",
         "settlement account",
+        "business address",
         "date",
         "change",
         "ended because",
     ]
-    assert [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in rows] == [
+    assert [(r[0], r[1], r[2], r[3], r[4], r[6], r[7]) for r in rows] == [
         (
             bound.terminal.serial_number,
             enterprise.merchant_id,
             enterprise.uscc,
             enterprise.settlement_card_number,
+            "上海市浦东新区世纪大道100号",
             "bound",
             "",
         ),
@@ -308,11 +312,12 @@ def test_operations_download_the_binding_changes_of_a_period(client, operations)
             individual.merchant_id,
             individual.legal_rep_id_number,
             individual.settlement_card_number,
+            "杭州市西湖区文三路1号",
             "unbound",
             "UB-2026-000001",
         ),
     ]
-    assert rows[0][4].startswith("2026-05-10")
+    assert rows[0][5].startswith("2026-05-10")
     export = ReportExport.objects.get()
     assert (export.kind, export.actor) == ("binding_changes", operations)
     assert (str(export.period_start), str(export.period_end)) == (

@@ -177,3 +177,37 @@ def test_the_database_refuses_a_licensed_merchant_without_uscc():
         factories.MerchantFactory(uscc=None, kind=Merchant.Kind.ENTERPRISE)
     micro = factories.MerchantFactory(uscc=None, kind=Merchant.Kind.MICRO)
     assert micro.pk
+
+
+def test_merchant_address_imports_is_kept_when_absent_and_too_long_is_refused(
+    tmp_path,
+):
+    # given: a merchant with its business address
+    run_import(
+        tmp_path,
+        {"merchants": [merchant_record(1, address="广州市天河区体育西路 8 号")]},
+    )
+    assert Merchant.objects.get().address == "广州市天河区体育西路 8 号"
+
+    # when: an old-format file (no address) is imported again
+    run_import(tmp_path, {"merchants": [merchant_record(1)]})
+
+    # then: the stored address is kept
+    assert Merchant.objects.get().address == "广州市天河区体育西路 8 号"
+
+    # when: a new address
+    run_import(tmp_path, {"merchants": [merchant_record(1, address="深圳市南山区")]})
+    assert Merchant.objects.get().address == "深圳市南山区"
+
+    # and: an address over 200 characters rejects the file, naming the record
+    with pytest.raises(CommandError, match=r"merchants\[1\]\.address"):
+        run_import(
+            tmp_path,
+            {
+                "merchants": [
+                    merchant_record(1, address="北京"),
+                    merchant_record(2, address="路" * 201),
+                ]
+            },
+        )
+    assert Merchant.objects.get().address == "深圳市南山区"
