@@ -9,7 +9,7 @@ Contract:
 - ``deliveries_send`` sends due deliveries (a change's, queued as one task
   after commit, or the sweep's), each signed with every secret of the
   subscription valid now (several ``v1,`` signatures during a rotation), over
-  a kept-alive HTTP session per worker thread. The
+  kept-alive connections (urllib3 pools) per worker thread. The
   ``webhook-id`` is the delivery's and never changes between attempts. A 2xx
   marks it delivered, for good: it is never sent again unless staff resend
   it. Anything else is retried with exponential backoff and full jitter;
