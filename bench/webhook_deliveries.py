@@ -399,7 +399,8 @@ once and in order per case.
 
 - In process, tasks run eagerly, {SAMPLE_CASES} cases ×
   {args.per_case}: **{counts["sql"]:.1f} SQL statements** and
-  {counts["tx"]:.2f} committed transactions per delivery, **{counts["cpu_ms"]:.2f} ms
+  {counts["tx"]:.2f} explicit COMMITs per delivery (a statement outside
+  one commits on its own), **{counts["cpu_ms"]:.2f} ms
   of the sender's CPU** per delivery (thread time, the receiver excluded),
   {counts["wall_rate"]:.0f} deliveries/s on one thread.
 - Goal: ≥ 200 deliveries/s per process.

@@ -59,6 +59,7 @@ class Receiver:
                 receiver.received.append(
                     {
                         "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "path": self.path,
                         "body": body,
                         "status": status,
                     }
@@ -481,6 +482,73 @@ def test_in_a_batch_a_failed_delivery_holds_back_only_its_own_case(receiver, rev
         "case.rejected",
     ]
     assert not Delivery.objects.exclude(status=Delivery.Status.DELIVERED).exists()
+
+
+def test_a_delivery_claimed_by_another_sender_holds_back_its_case(receiver, reviewer):
+    # given: two changes of a case; the first is held by another sender
+    subscription_create(url=receiver.url)
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+    review.case_transition(case_id=case.pk, name="start_review", actor=reviewer)
+    review.case_transition(case_id=case.pk, name="reject", actor=reviewer, note="No.")
+    first, later = Delivery.objects.order_by("pk")
+    held_until = timezone.now() + timedelta(seconds=30)
+    Delivery.objects.filter(pk=first.pk).update(claimed_until=held_until)
+
+    # when
+    statuses = deliveries_send(delivery_ids=[first.pk, later.pk])
+
+    # then: neither is sent, the later one is left unclaimed
+    assert receiver.received == []
+    assert statuses == {
+        first.pk: Delivery.Status.PENDING,
+        later.pk: Delivery.Status.PENDING,
+    }
+    first.refresh_from_db()
+    later.refresh_from_db()
+    assert first.claimed_until == held_until
+    assert first.attempts == 0
+    assert later.claimed_until is None
+
+    # when: that claim has run out
+    delivery_sweep(now=held_until + timedelta(seconds=1))
+
+    # then: both go, in order
+    assert _announced_types(receiver, case) == ["case.in_review", "case.rejected"]
+
+
+def test_deliveries_go_through_the_environments_proxy_unless_no_proxy(
+    receiver, reviewer, monkeypatch
+):
+    # given: the receiver stands in for an HTTP proxy; a URL only it can reach
+    monkeypatch.setenv("http_proxy", receiver.url.removesuffix("/hooks"))
+    monkeypatch.setenv("no_proxy", "direct.example.test")
+    url = f"http://hooks-{time.monotonic_ns()}.example.test/hooks"
+    subscription = subscription_create(url=url)
+    case = factories.CaseFactory(state=CaseState.SUBMITTED)
+
+    # when
+    review.case_transition(case_id=case.pk, name="start_review", actor=reviewer)
+    deliveries_send(delivery_ids=list(Delivery.objects.values_list("pk", flat=True)))
+
+    # then: the proxy got the absolute URL, signed
+    assert [r["path"] for r in receiver.received] == [url]
+    Webhook(subscription.secret).verify(
+        receiver.received[0]["body"], receiver.received[0]["headers"]
+    )
+    assert Delivery.objects.get().status == Delivery.Status.DELIVERED
+
+    # when: a host named in no_proxy (unresolvable, so tried directly it fails)
+    Subscription.objects.update(url="http://direct.example.test/hooks")
+    review.case_transition(case_id=case.pk, name="reject", actor=reviewer, note="No.")
+    later = Delivery.objects.order_by("pk").last()
+    deliveries_send(delivery_ids=[later.pk])
+
+    # then: not through the proxy
+    assert len(receiver.received) == 1
+    later.refresh_from_db()
+    assert later.status == Delivery.Status.PENDING
+    assert later.last_status_code is None
+    assert later.last_error
 
 
 def test_staff_subscribe_a_url_in_admin_and_see_its_secret_once(admin_client):
