@@ -101,8 +101,12 @@ def _cases():
     )
 
 
-def _case_or_404(reference: str) -> Case:
-    case = _cases().filter(reference=reference).first()
+def _case_or_404(reference: str, *, detail: bool = False) -> Case:
+    """The case, with its latest frozen statement read along for ``detail``."""
+    queryset = _cases().filter(reference=reference)
+    if detail:
+        queryset = finance.cases_with_latest_statement(queryset)
+    case = queryset.first()
     if case is None:
         raise NotFound(_("There is no case with this reference."))
     return case
@@ -114,15 +118,19 @@ def _case_detail(case: Case) -> dict:
     Read through the services the pages use, each in a constant number of
     queries whatever the number of terminals.
     """
-    statement, _frozen = finance.case_statement_current(case=case)
+    links = case.prefetched_links
+    statement = finance.case_statement_shown(
+        case=case, terminals=[link.terminal for link in links]
+    )
+    device_returns = list(
+        DeviceReturn.objects.filter(case=case).select_related("terminal").order_by("pk")
+    )
+    for device_return in device_returns:
+        device_return.case = case
     context = {
         "statement": statement,
-        "progress": case_terminal_progress(case=case, links=case.prefetched_links),
-        "device_returns": list(
-            DeviceReturn.objects.filter(case=case)
-            .select_related("terminal", "case")
-            .order_by("pk")
-        ),
+        "progress": case_terminal_progress(case=case, links=links),
+        "device_returns": device_returns,
     }
     return CaseDetailSerializer(case, context=context).data
 
@@ -147,7 +155,7 @@ class CaseDetailView(KeyedAPIView):
         (``version`` set), else the statement as it stands now (``version``
         null); amounts are decimal strings in CNY.
         """
-        return Response(_case_detail(_case_or_404(reference)))
+        return Response(_case_detail(_case_or_404(reference, detail=True)))
 
 
 class CaseListView(KeyedAPIView):
@@ -496,7 +504,7 @@ class DeviceReturnShipView(KeyedAPIView):
             actor="merchant",
             client_ip=client_address(request),
         )
-        return Response(_case_detail(_case_or_404(reference)))
+        return Response(_case_detail(_case_or_404(reference, detail=True)))
 
 
 class _FinanceFilters(serializers.Serializer):
