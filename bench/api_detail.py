@@ -70,7 +70,7 @@ def _measure(references: list[str], *, profile: str | None) -> dict:
         if profile:
             from pyinstrument import Profiler
 
-            profiler = Profiler(interval=0.0005)
+            profiler = Profiler(interval=0.001)
             profiler.start()
         timings, cpu = [], []
         for reference in measured:

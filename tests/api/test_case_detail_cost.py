@@ -200,3 +200,76 @@ def test_the_key_query_carries_the_staff_user():
     assert not [
         q for q in queries if q["sql"].lstrip().startswith('SELECT "auth_user"')
     ]
+
+
+def _serializer_answer(case) -> dict:
+    """What CaseDetailSerializer (the schema's description) makes of ``case``."""
+    from api.serializers import CaseDetailSerializer
+    from api.views import _cases
+    from cases.models import DeviceReturn
+    from cases.services.chains import case_terminal_progress
+
+    full = _cases().get(pk=case.pk)
+    statement, _frozen = finance.case_statement_current(case=full)
+    context = {
+        "statement": statement,
+        "progress": case_terminal_progress(case=full, links=full.prefetched_links),
+        "device_returns": list(
+            DeviceReturn.objects.filter(case=full).select_related("terminal", "case")
+        ),
+    }
+    return CaseDetailSerializer(full, context=context).data
+
+
+def _shipped_replacement_case():
+    from tests.cases.test_device_returns import completed_case_with_returns
+
+    case = completed_case_with_returns(terminals=2)
+    case.replacement_terminal = factories.TerminalFactory()
+    case.closed_at = timezone.now()
+    case.failure_step = "settlement"
+    case.save(update_fields=["replacement_terminal", "closed_at", "failure_step"])
+    case.device_returns.filter(pk=case.device_returns.order_by("pk")[0].pk).update(
+        courier="SF", tracking_number="SF1234567890", shipped_at=timezone.now()
+    )
+    return case
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: factories.CaseFactory(state=CaseState.SUBMITTED),
+        lambda: _chain_case(4),
+        _shipped_replacement_case,
+    ],
+    ids=["submitted", "chain-live-statement", "replacement-shipped-closed"],
+)
+def test_the_written_out_answer_is_the_serializers_byte_for_byte(make):
+    from rest_framework.renderers import JSONRenderer
+
+    # given
+    client, _ = keyed_client(Scope.READ_CASES)
+    case = make()
+
+    # when
+    response = _get(client, case)
+
+    # then: the same JSON as CaseDetailSerializer's, key order included
+    assert response.status_code == 200
+    assert response.content == JSONRenderer().render(_serializer_answer(case))
+
+
+def test_the_written_out_answer_of_a_frozen_statement_is_the_serializers():
+    from rest_framework.renderers import JSONRenderer
+
+    # given
+    client, _ = keyed_client(Scope.READ_CASES)
+    case = _chain_case(2)
+    finance.case_statement_freeze(case=case, actor=None)
+
+    # when
+    response = _get(client, case)
+
+    # then
+    assert response.content == JSONRenderer().render(_serializer_answer(case))
+    assert response.json()["statement"]["frozen"] is True
