@@ -158,9 +158,21 @@ def _window_hit(key: str, *, timeout: int) -> int:
         return 1
 
 
+_redis_clients: dict = {}
+
+
 def _redis_client(key: str):
-    """The redis-py client behind Django's RedisCache, else None."""
+    """The redis-py client behind Django's RedisCache, else None.
+
+    Kept per cache client: Django's ``get_client`` builds a new ``Redis``
+    object (its table of ~170 response callbacks) on each call, over the same
+    connection pool.
+    """
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None
-    return backend._cache.get_client(key, write=True)
+    cache_client = backend._cache
+    client = _redis_clients.get(cache_client)
+    if client is None:
+        client = _redis_clients[cache_client] = cache_client.get_client(key, write=True)
+    return client
