@@ -7,4 +7,7 @@ class ApiConfig(AppConfig):
     verbose_name = _("API for the provider's systems")
 
     def ready(self) -> None:
-        from api import schema  # noqa: F401  (registers the OpenAPI extension)
+        from api import (
+            schema,  # noqa: F401  (registers the OpenAPI extension)
+            signals,  # noqa: F401  (forgets cached keys on a change)
+        )

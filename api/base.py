@@ -147,6 +147,8 @@ class KeyedAPIView(APIView):
             now - api_key.last_used_at > LAST_USED_RESOLUTION
         ):
             APIKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            # The instance may be the one api.auth keeps for the next requests.
+            api_key.last_used_at = now
         if request.method in WRITE_METHODS:
             APIAuditEntry.objects.create(
                 api_key=api_key,

@@ -320,3 +320,102 @@ class FilingSerializer(serializers.Serializer):
     other_documents = serializers.ListField(
         child=serializers.FileField(), required=False
     )
+
+
+# --- the case detail, written out --------------------------------------------------
+# ``CaseDetailSerializer`` describes the answer (the OpenAPI schema); the
+# detail view writes the same JSON with ``case_detail_data`` below, without
+# DRF building ~35 field objects per request (a ModelSerializer builds its
+# fields for each instance). tests/api/test_case_detail_cost.py holds the two
+# equal, field for field, on cases with and without each part.
+
+_datetime = serializers.DateTimeField()
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _choice(value):
+    # ChoiceField.to_representation for values of the field's choices.
+    return value if value in ("", None) else str(value)
+
+
+def _moment(value) -> str | None:
+    return None if value is None else _datetime.to_representation(value)
+
+
+def _statement_data(statement) -> dict:
+    data = statement.as_dict()
+    version = statement.version
+    return {
+        "version": None if version is None else int(version),
+        "frozen": version is not None,
+        "lines": [
+            {
+                name: _text(line.get(name))
+                for name in (
+                    "kind",
+                    "direction",
+                    "amount",
+                    "rule",
+                    "serial_number",
+                    "condition",
+                    "due_on",
+                )
+            }
+            for line in data["lines"]
+        ],
+        "to_merchant": _text(data["to_merchant"]),
+        "by_merchant": _text(data["by_merchant"]),
+        "net": _text(data["net"]),
+        "notes": [_text(note) for note in data["notes"]],
+    }
+
+
+def case_detail_data(*, case: Case, statement, progress, device_returns) -> dict:
+    """``CaseDetailSerializer(case, context=...).data``, written out."""
+    links = case.prefetched_links
+    replacement = case.replacement_terminal
+    return {
+        "reference": _text(case.reference),
+        "state": _choice(case.state),
+        "channel": _choice(case.channel),
+        "merchant_id": _text(case.merchant.merchant_id),
+        "serial_numbers": [link.terminal.serial_number for link in links],
+        "reason": _choice(case.reason),
+        "close_account": bool(case.close_account),
+        "replacement_serial_number": replacement.serial_number if replacement else None,
+        "applicant_name": _text(case.applicant_name),
+        "applicant_phone": mask_phone(case.applicant_phone),
+        "applicant_email": mask_email(case.applicant_email),
+        "created_at": _moment(case.created_at),
+        "submitted_at": _moment(case.submitted_at),
+        "approved_at": _moment(case.approved_at),
+        "closed_at": _moment(case.closed_at),
+        "updated_at": _moment(case.updated_at),
+        "failure_step": _text(case.failure_step),
+        "statement": _statement_data(statement),
+        "progress": {
+            "total": int(progress.total),
+            "done": int(progress.done),
+            "failed": int(progress.failed),
+            "pending": int(progress.pending),
+        },
+        "device_returns": [
+            {
+                "id": int(device_return.pk),
+                "serial_number": _text(device_return.terminal.serial_number),
+                "state": _choice(device_return.state),
+                "due_at": _moment(device_return.due_at),
+                "courier": _text(device_return.courier),
+                "tracking_number": _text(device_return.tracking_number),
+                "shipped_at": _moment(device_return.shipped_at),
+                "received_at": _moment(device_return.received_at),
+                "ship_url": (
+                    f"/api/v1/cases/{case.reference}/returns/{device_return.pk}/ship/"
+                ),
+            }
+            for device_return in device_returns
+        ],
+    }

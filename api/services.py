@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.db import transaction
 
+from api.auth import api_keys_forget
 from api.models import APIKey, Scope
 
 
@@ -36,3 +37,4 @@ def api_key_create(
 def api_key_revoke(*, api_key_id: str) -> None:
     """Revoke a key for good: calls with it are refused from now on."""
     APIKey.objects.filter(pk=api_key_id).update(revoked=True)
+    api_keys_forget()

@@ -37,6 +37,7 @@ they can see. Amounts from the registry are already fen exact.
 amounts as strings); ``Statement.from_dict`` reads a frozen version back.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -502,18 +503,36 @@ def _reserve_line(source: StatementInput, *, funds: Decimal) -> StatementLine | 
 # ------------------------------------------------------------------------------
 
 
-def case_statement_input(*, case: Case, as_of: date | None = None) -> StatementInput:
+def case_statement_input(
+    *,
+    case: Case,
+    as_of: date | None = None,
+    terminals: Iterable[Terminal] | None = None,
+) -> StatementInput:
     """Read what ``case``'s statement is built from: two queries, any terminal count.
 
     ``as_of`` is the statement's date (today unless given): the days left of
-    a fee and the reserve's release count from it.
+    a fee and the reserve's release count from it. ``terminals``: the case's
+    terminals when the caller already read them (full rows), saving a query.
     """
     merchant = case.merchant
-    rows = list(
-        Terminal.objects.filter(case_links__case=case)
-        .order_by("serial_number")
-        .values("serial_number", "deposit", *MONEY_TERM_FIELDS)
-    )
+    if terminals is None:
+        rows = list(
+            Terminal.objects.filter(case_links__case=case)
+            .order_by("serial_number")
+            .values("serial_number", "deposit", *MONEY_TERM_FIELDS)
+        )
+    else:
+        rows = sorted(
+            (
+                {
+                    name: getattr(terminal, name)
+                    for name in ("serial_number", "deposit", *MONEY_TERM_FIELDS)
+                }
+                for terminal in terminals
+            ),
+            key=lambda row: row["serial_number"],
+        )
     # Volume per terminal and what is still unsettled, in one grouped query.
     sums = list(
         Transaction.objects.filter(terminal__case_links__case=case)
@@ -569,6 +588,8 @@ def case_statement_input(*, case: Case, as_of: date | None = None) -> StatementI
     )
 
 
-def case_statement(*, case: Case) -> Statement:
-    """Return ``case``'s final statement as it stands now."""
-    return statement_build(source=case_statement_input(case=case))
+def case_statement(
+    *, case: Case, terminals: Iterable[Terminal] | None = None
+) -> Statement:
+    """Return ``case``'s final statement as it stands now (``terminals``: as above)."""
+    return statement_build(source=case_statement_input(case=case, terminals=terminals))

@@ -522,6 +522,10 @@ SMS_TIMEOUT = env.float("SMS_TIMEOUT_SECONDS", default=10.0)
 # API for the provider's own systems (docs/api.md) and its webhooks
 # https://www.django-rest-framework.org/api-guide/settings/
 # ------------------------------------------------------------------------------
+# A valid API key is looked up at most once this long per process: a
+# revocation or change made in another process takes effect within it (in
+# the same process at once). 0 looks the key up on every request.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["api.auth.HasScope"],
