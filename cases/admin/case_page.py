@@ -32,6 +32,7 @@ from cases.admin.queue import (
     OverdueFilter,
     QueueChangeList,
     ReplacementFilter,
+    filter_column,
     queue_rows,
 )
 from cases.models import Case, CaseEvent, CaseState, Document
@@ -250,6 +251,7 @@ class CaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 1 for header in headers if header["sortable"] and header["sorted"]
             )
             context["queue_rows"] = queue_rows(self, cl)
+            context["queue_filters"] = filter_column(cl, request)
         return response
 
     def get_search_results(self, request, queryset, search_term):
