@@ -149,7 +149,7 @@ def queue_rows(model_admin, cl) -> list[list[str]]:
     """
     from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
     from django.urls import reverse
-    from django.utils.html import conditional_escape, format_html
+    from django.utils.html import conditional_escape, escape
     from django.utils.safestring import mark_safe
 
     # One reverse() for the page: the change URL with a placeholder for the pk
@@ -171,25 +171,17 @@ def queue_rows(model_admin, cl) -> list[list[str]]:
         for name, display, is_link in columns:
             if name == "action_checkbox":
                 cells.append(
-                    format_html(
-                        '<td class="action-checkbox"><input type="checkbox" '
-                        'name="_selected_action" value="{}" class="action-select" '
-                        'aria-label="{}"></td>',
-                        obj.pk,
-                        select_label.format(obj),
-                    )
+                    '<td class="action-checkbox"><input type="checkbox" '
+                    f'name="_selected_action" value="{escape(obj.pk)}" '
+                    f'class="action-select" aria-label="{escape(select_label.format(obj))}"></td>'
                 )
                 continue
             value = display(obj)
             text = empty if value is None or value == "" else conditional_escape(value)
             if is_link:
+                href = escape(link.replace(_PK, str(obj.pk), 1))
                 cells.append(
-                    format_html(
-                        '<th class="field-{}"><a href="{}">{}</a></th>',
-                        name,
-                        link.replace(_PK, str(obj.pk), 1),
-                        text,
-                    )
+                    f'<th class="field-{name}"><a href="{href}">{text}</a></th>'
                 )
             else:
                 cells.append(f'<td class="field-{name}">{text}</td>')
