@@ -22,8 +22,11 @@ def user_in_group(user, name: str) -> bool:
         return True
     cache = getattr(user, "_group_names_cache", None)
     if cache is None:
-        cache = set(user.groups.values_list("name", flat=True))
-        user._group_names_cache = cache
+        # With the permissions, in one query (config/permissions.py).
+        from config.permissions import load_auth
+
+        load_auth(user)
+        cache = user._group_names_cache
     return name in cache
 
 

@@ -150,6 +150,9 @@ LOGIN_URL = "admin:login"
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out username + address before the password check.
     "axes.backends.AxesStandaloneBackend",
+    # Permissions only: a staff user's groups and permissions in one query
+    # (config/permissions.py); ModelBackend then answers from its caches.
+    "config.permissions.OneQueryPermissionBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 # Staff login lockout (django-axes): this many failures of one username from

@@ -34,11 +34,17 @@ def exception_message(exc: PermissionDenied) -> str:
     return str(exc.args[0]) if exc.args else str(_("You are not allowed to do this."))
 
 
-def state_label(value: str) -> str:
+@lru_cache(maxsize=256)
+def _state_label(language: str | None, value: str) -> str:
     try:
         return str(CaseState(value).label)
     except ValueError:
         return value
+
+
+def state_label(value: str) -> str:
+    """A case state in words, in the active language (kept per language)."""
+    return _state_label(get_language(), value)
 
 
 @lru_cache(maxsize=256)

@@ -1,5 +1,7 @@
 """The case queue: a paginator for large lists and the queue's own filters."""
 
+import threading
+from collections import OrderedDict
 from functools import cached_property
 
 from django.contrib import admin
@@ -147,7 +149,7 @@ def queue_rows(model_admin, cl) -> list[list[str]]:
     """
     from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
     from django.urls import reverse
-    from django.utils.html import conditional_escape, format_html
+    from django.utils.html import conditional_escape, escape
     from django.utils.safestring import mark_safe
 
     # One reverse() for the page: the change URL with a placeholder for the pk
@@ -169,27 +171,60 @@ def queue_rows(model_admin, cl) -> list[list[str]]:
         for name, display, is_link in columns:
             if name == "action_checkbox":
                 cells.append(
-                    format_html(
-                        '<td class="action-checkbox"><input type="checkbox" '
-                        'name="_selected_action" value="{}" class="action-select" '
-                        'aria-label="{}"></td>',
-                        obj.pk,
-                        select_label.format(obj),
-                    )
+                    '<td class="action-checkbox"><input type="checkbox" '
+                    f'name="_selected_action" value="{escape(obj.pk)}" '
+                    f'class="action-select" aria-label="{escape(select_label.format(obj))}"></td>'
                 )
                 continue
             value = display(obj)
             text = empty if value is None or value == "" else conditional_escape(value)
             if is_link:
+                href = escape(link.replace(_PK, str(obj.pk), 1))
                 cells.append(
-                    format_html(
-                        '<th class="field-{}"><a href="{}">{}</a></th>',
-                        name,
-                        link.replace(_PK, str(obj.pk), 1),
-                        text,
-                    )
+                    f'<th class="field-{name}"><a href="{href}">{text}</a></th>'
                 )
             else:
                 cells.append(f'<td class="field-{name}">{text}</td>')
         rows.append([mark_safe("".join(cells))])  # every part escaped above
     return rows
+
+
+# --- the filter column ---------------------------------------------------------------
+
+# Rendered filter columns by (language, query string); a few hundred at most.
+_FILTER_COLUMNS: OrderedDict[tuple[str, str], str] = OrderedDict()
+_FILTER_COLUMNS_MAX = 512
+_FILTER_COLUMNS_LOCK = threading.Lock()
+
+
+def filter_column(cl, request) -> str:
+    """The queue's filter column as HTML (templates/admin/cases/case/filters.html).
+
+    Every filter of the queue offers fixed choices (the model's choices, and
+    the queue's own filters' fixed lookups; "assigned to me" is the same link
+    for everyone): the column depends only on the language and the query
+    string, its links being the query string with one parameter changed. It
+    was the largest part of the page's template work (seven filters, each a
+    template with a link per choice); it is rendered once per language and
+    query string and kept in the process (at most ``_FILTER_COLUMNS_MAX``,
+    the least recently used dropped). With counts shown (``_facets``) the
+    column reads the database and is rendered every time.
+    """
+    from django.template.loader import render_to_string
+    from django.utils import translation
+    from django.utils.safestring import mark_safe
+
+    if cl.add_facets:
+        return render_to_string("admin/cases/case/filters.html", {"cl": cl})
+    key = (translation.get_language() or "", request.GET.urlencode())
+    with _FILTER_COLUMNS_LOCK:
+        html = _FILTER_COLUMNS.get(key)
+        if html is not None:
+            _FILTER_COLUMNS.move_to_end(key)
+            return mark_safe(html)  # rendered by the template below
+    html = render_to_string("admin/cases/case/filters.html", {"cl": cl})
+    with _FILTER_COLUMNS_LOCK:
+        _FILTER_COLUMNS[key] = str(html)
+        while len(_FILTER_COLUMNS) > _FILTER_COLUMNS_MAX:
+            _FILTER_COLUMNS.popitem(last=False)
+    return html
