@@ -66,33 +66,6 @@ def _event_insert(**fields: Any) -> CaseEvent:
     return event
 
 
-def case_filed_event(
-    *,
-    case: Case,
-    terminals: list[str],
-    documents: int,
-    reason: str,
-    client_ip: str | None = None,
-    channel: str = "web",
-    filed_by=None,
-) -> CaseEvent:
-    """Record that ``case`` was filed with these terminals and documents.
-
-    By the merchant, or by ``filed_by`` (staff, an agent) for the merchant.
-    """
-    event = _case_filed(
-        case=case,
-        terminals=terminals,
-        documents=documents,
-        reason=reason,
-        client_ip=client_ip,
-        channel=channel,
-        filed_by=filed_by,
-    )
-    event.save(force_insert=True)
-    return event
-
-
 def case_filed_and_code_sent_events(
     *,
     case: Case,
@@ -105,8 +78,9 @@ def case_filed_and_code_sent_events(
 ) -> list[CaseEvent]:
     """Record a new case's filing and its first code, in one INSERT.
 
-    The two entries of ``case_filed_event`` and ``code_sent_event``, as a
-    filing writes them.
+    The filing entry (by the merchant, or by ``filed_by`` — staff, an agent —
+    for the merchant) and the ``code_sent_event`` entry, as a filing writes
+    them.
     """
     return CaseEvent.objects.bulk_create(
         [

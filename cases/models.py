@@ -5,6 +5,7 @@ State rules live here as django-fsm transitions; the use cases that save,
 record events and dispatch side effects live in ``cases.services``.
 """
 
+import functools
 import uuid
 from pathlib import PurePosixPath
 
@@ -1430,11 +1431,35 @@ class FinanceItem(models.Model):
         return self.direction == self.Direction.TO_MERCHANT
 
 
+@functools.lru_cache(maxsize=256)
+def _rows_update_sql(
+    model: type[models.Model], fields: tuple[str, ...], rows: int
+) -> str:
+    """The text of ``rows_update``'s statement, built once per model, fields and size."""
+    from django.db import connection
+
+    meta = model._meta
+    columns = [meta.get_field(name) for name in fields]
+    casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in columns)]
+    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    quote = connection.ops.quote_name
+    names = [quote(f.column) for f in columns]
+    pk = quote(meta.pk.column)
+    return (
+        f"UPDATE {quote(meta.db_table)} AS t SET "
+        + ", ".join(f"{name} = v.{name}" for name in names)
+        + " FROM (VALUES "
+        + ", ".join([row_sql] * rows)
+        + f") AS v({pk}, {', '.join(names)}) WHERE t.{pk} = v.{pk}"
+    )
+
+
 def rows_update(rows: list[models.Model], fields: tuple[str, ...]) -> None:
     """Write ``fields`` of several rows of one model with one UPDATE (PostgreSQL).
 
     ``UPDATE … FROM (VALUES …)``: Django's ``bulk_update`` builds a CASE per
     field and row, which costs more CPU than the single UPDATEs it replaces.
+    The statement's text is built once per model, fields and number of rows.
     Elsewhere (SQLite, local runs) each row is saved.
     """
     from django.db import connection
@@ -1445,25 +1470,13 @@ def rows_update(rows: list[models.Model], fields: tuple[str, ...]) -> None:
         for row in rows:
             row.save(update_fields=list(fields))
         return
-    meta = rows[0]._meta
-    columns = [meta.get_field(name) for name in fields]
-    casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in columns)]
-    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    model = type(rows[0])
+    columns = [model._meta.get_field(name) for name in fields]
     params: list = []
     for row in rows:
         params.append(row.pk)
         params += [
             f.get_db_prep_save(getattr(row, f.attname), connection) for f in columns
         ]
-    quote = connection.ops.quote_name
-    names = [quote(f.column) for f in columns]
-    pk = quote(meta.pk.column)
-    sql = (
-        f"UPDATE {quote(meta.db_table)} AS t SET "
-        + ", ".join(f"{name} = v.{name}" for name in names)
-        + " FROM (VALUES "
-        + ", ".join([row_sql] * len(rows))
-        + f") AS v({pk}, {', '.join(names)}) WHERE t.{pk} = v.{pk}"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_rows_update_sql(model, tuple(fields), len(rows)), params)

@@ -20,7 +20,6 @@ Contract:
   the real time, as receivers check it against their clock.
 """
 
-import functools
 import json
 import logging
 import random
@@ -476,45 +475,6 @@ RECORDED_FIELDS = (
     "last_error",
     "next_attempt_at",
 )
-STATUS_PARAM = RECORDED_FIELDS.index("status")  # passed as the choice's value
-
-
-@functools.lru_cache(maxsize=CLAIM_CHUNK)
-def _record_sql(rows: int) -> str:
-    """``rows_update``'s UPDATE … FROM (VALUES …) of ``rows`` deliveries, built once."""
-    meta = Delivery._meta
-    columns = [meta.get_field(name) for name in RECORDED_FIELDS]
-    casts = [meta.pk.db_type(connection), *(f.db_type(connection) for f in columns)]
-    row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    names = [f.column for f in columns]
-    return (
-        f"UPDATE {meta.db_table} AS t SET "
-        + ", ".join(f"{name} = v.{name}" for name in names)
-        + " FROM (VALUES "
-        + ", ".join([row_sql] * rows)
-        + f") AS v(id, {', '.join(names)}) WHERE t.id = v.id"
-    )
-
-
-def _record_all(sent: list[Delivery]) -> None:
-    """Write the answers of ``sent`` with one UPDATE (PostgreSQL), else ``rows_update``.
-
-    The same statement as ``rows_update``, its text cached per row count and
-    the values passed as they are (aware datetimes, ints, strings): building
-    it per chunk cost as much CPU as running it.
-    """
-    if not sent:
-        return
-    if connection.vendor != "postgresql":
-        rows_update(sent, RECORDED_FIELDS)
-        return
-    params: list = []
-    for delivery in sent:
-        params.append(delivery.pk)
-        params += [getattr(delivery, name) for name in RECORDED_FIELDS]
-        params[STATUS_PARAM - len(RECORDED_FIELDS)] = str(delivery.status)
-    with connection.cursor() as cursor:
-        cursor.execute(_record_sql(len(sent)), params)
 
 
 def deliveries_send(
@@ -524,7 +484,7 @@ def deliveries_send(
 
     The deliveries are claimed (``_claim``) and sent ``CLAIM_CHUNK`` at a time
     over this thread's kept-alive HTTP session, oldest first; the answers of a
-    chunk are written with one UPDATE (``_record_all``). Once a delivery of a case fails, the
+    chunk are written with one UPDATE (``rows_update``). Once a delivery of a case fails, the
     later ones of that case wait for it. A delivered one lets the case's next
     pending delivery (not in this batch) go at once; a failed one is retried
     by its own task after its backoff (or by the sweep).
@@ -549,10 +509,10 @@ def deliveries_send(
             sent.append(delivery)
         if released:
             with transaction.atomic():
-                _record_all(sent)
+                rows_update(sent, RECORDED_FIELDS)
                 Delivery.objects.filter(pk__in=released).update(claimed_until=None)
         else:  # one statement: its own transaction
-            _record_all(sent)
+            rows_update(sent, RECORDED_FIELDS)
         for delivery in sent:
             statuses[delivery.pk] = delivery.status
             if delivery.status == Delivery.Status.PENDING and not _eager():
